@@ -1,0 +1,175 @@
+import { closeSync, openSync, readSync, statSync } from "node:fs";
+import type { ServerResponse } from "node:http";
+import type { Engine } from "../../engine/engine.js";
+import type { EngineEvent } from "../../engine/events.js";
+import type { ContainerRecord } from "../../engine/types.js";
+import { InvalidParameterError } from "../../errors.js";
+import { applyFilters, matchesLabels, matchesPattern, parseFilters } from "../filters.js";
+import { type Router, queryBool, sendEmpty, sendJson } from "../router.js";
+import { toContainerCreate } from "../schemas.js";
+import { containerSummary, containerView } from "../views.js";
+
+const CONTAINER_FILTERS = ["id", "name", "status", "network", "label", "exited"] as const;
+const FOLLOW_POLL_MS = 100;
+
+export function containerRoutes(router: Router, engine: Engine): void {
+  const ctx = engine.ctx;
+  const containers = engine.containers;
+  const tests = {
+    id: (c: ContainerRecord, v: string) => c.id.startsWith(v),
+    name: (c: ContainerRecord, v: string) => matchesPattern(v.replace(/^\//, ""), c.name),
+    status: (c: ContainerRecord, v: string) => c.state.status === v,
+    exited: (c: ContainerRecord, v: string) => c.state.status === "exited" && String(c.state.exitCode) === v,
+    network: (c: ContainerRecord, v: string) =>
+      c.attachments.some((a) => a.networkId.startsWith(v) || ctx.networks.get(a.networkId)?.name === v),
+    label: (c: ContainerRecord, v: string) => matchesLabels([v], c.labels),
+  };
+
+  const view = (c: ContainerRecord) => containerView(ctx, c, { ...containers.runFiles(c), log: containers.logPath(c) });
+
+  router.on("GET", "/containers/json", (req, res) => {
+    const filters = parseFilters(req.query.get("filters"), CONTAINER_FILTERS);
+    const all = queryBool(req.query, "all") || filters.has("status") || filters.has("exited");
+    let list = applyFilters(containers.list(), filters, tests).filter((c) => all || c.state.status === "running");
+    const limit = Number(req.query.get("limit") ?? -1);
+    if (limit > 0) list = list.slice(0, limit);
+    sendJson(res, 200, list.map((c) => containerSummary(ctx, c)));
+  });
+
+  router.on("POST", "/containers/create", async (req, res) => {
+    const c = await containers.create(toContainerCreate(await req.body(), req.query.get("name")));
+    sendJson(res, 201, { Id: c.id, Warnings: [] });
+  });
+
+  router.on("GET", "/containers/:id/json", (req, res) => {
+    sendJson(res, 200, view(containers.find(req.params.id ?? "")));
+  });
+
+  router.on("POST", "/containers/:id/start", async (req, res) => {
+    sendEmpty(res, (await containers.start(req.params.id ?? "")) ? 204 : 304);
+  });
+
+  router.on("POST", "/containers/:id/stop", async (req, res) => {
+    sendEmpty(res, (await containers.stop(req.params.id ?? "", timeoutParam(req.query))) ? 204 : 304);
+  });
+
+  router.on("POST", "/containers/:id/restart", async (req, res) => {
+    await containers.stop(req.params.id ?? "", timeoutParam(req.query));
+    await containers.start(req.params.id ?? "");
+    sendEmpty(res, 204);
+  });
+
+  router.on("POST", "/containers/:id/kill", async (req, res) => {
+    await containers.kill(req.params.id ?? "", req.query.get("signal") || "SIGKILL");
+    sendEmpty(res, 204);
+  });
+
+  router.on("DELETE", "/containers/:id", async (req, res) => {
+    if (queryBool(req.query, "link")) throw new InvalidParameterError("legacy links are not supported");
+    await containers.remove(req.params.id ?? "", queryBool(req.query, "force"));
+    sendEmpty(res, 204);
+  });
+
+  router.on("POST", "/containers/:id/wait", async (req, res) => {
+    const c = containers.find(req.params.id ?? "");
+    const condition = req.query.get("condition") || "not-running";
+    if (!["not-running", "next-exit", "removed"].includes(condition)) {
+      throw new InvalidParameterError(`invalid condition: "${condition}"`);
+    }
+    // The status line goes out at once (as Docker does) so a client can start the container after.
+    res.writeHead(200, { "Content-Type": "application/json" });
+    if (condition === "not-running" && c.state.status !== "running") {
+      res.end(`${JSON.stringify({ StatusCode: c.state.exitCode, Error: null })}\n`);
+      return;
+    }
+    const code = await new Promise<number>((resolve) => {
+      const on = (e: EngineEvent) => {
+        if (e.Actor.ID !== c.id) return;
+        if (e.Action === "die" && condition !== "removed") done(Number(e.Actor.Attributes.exitCode ?? 0));
+        if (e.Action === "destroy") done(ctx.containers.get(c.id)?.state.exitCode ?? c.state.exitCode);
+      };
+      let last = 0;
+      const done = (n: number) => {
+        last = n;
+        if (condition === "removed" && ctx.containers.has(c.id)) return;
+        ctx.events.off("event", on);
+        resolve(last);
+      };
+      ctx.events.on("event", on);
+      req.raw.on("close", () => ctx.events.off("event", on));
+    });
+    res.end(`${JSON.stringify({ StatusCode: code, Error: null })}\n`);
+  });
+
+  router.on("GET", "/containers/:id/logs", (req, res) => {
+    const c = containers.find(req.params.id ?? "");
+    if (!queryBool(req.query, "stdout") && !queryBool(req.query, "stderr")) {
+      throw new InvalidParameterError("you must choose at least one stream");
+    }
+    streamLogs(res, containers.logPath(c), queryBool(req.query, "follow") ? () => ctx.containers.get(c.id)?.state.status === "running" : undefined, req.raw);
+  });
+}
+
+function timeoutParam(q: URLSearchParams): number | undefined {
+  const t = q.get("t") ?? q.get("timeout");
+  if (t === null || t === "") return undefined;
+  const n = Number(t);
+  if (!Number.isInteger(n)) throw new InvalidParameterError(`invalid timeout: ${t}`);
+  return n < 0 ? 10 : n;
+}
+
+/**
+ * Sends a log file in Docker's multiplexed stream format (8-byte frame header: stream 1 =
+ * stdout). The container's stdout and stderr share one file, so everything is sent as stdout.
+ * With `following`, keeps reading while it says the container runs.
+ */
+function streamLogs(res: ServerResponse, path: string, following: (() => boolean) | undefined, raw: NodeJS.EventEmitter): void {
+  res.writeHead(200, { "Content-Type": "application/vnd.docker.multiplexed-stream" });
+  let offset = 0;
+  let closed = false;
+  raw.on("close", () => {
+    closed = true;
+  });
+  const pump = (): boolean => {
+    let size = 0;
+    try {
+      size = statSync(path).size;
+    } catch {
+      return false;
+    }
+    if (size <= offset) return false;
+    const fd = openSync(path, "r");
+    try {
+      while (offset < size) {
+        const buf = Buffer.alloc(Math.min(size - offset, 64 * 1024));
+        const n = readSync(fd, buf, 0, buf.length, offset);
+        if (n <= 0) break;
+        const header = Buffer.alloc(8);
+        header[0] = 1;
+        header.writeUInt32BE(n, 4);
+        res.write(header);
+        res.write(buf.subarray(0, n));
+        offset += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return true;
+  };
+  pump();
+  if (!following) {
+    res.end();
+    return;
+  }
+  const tick = () => {
+    if (closed) return;
+    const running = following();
+    pump();
+    if (!running) {
+      res.end();
+      return;
+    }
+    setTimeout(tick, FOLLOW_POLL_MS);
+  };
+  setTimeout(tick, FOLLOW_POLL_MS);
+}

@@ -1,0 +1,288 @@
+import { spawn } from "node:child_process";
+import os from "node:os";
+import { setTimeout as delay } from "node:timers/promises";
+import { type Command, CommanderError } from "commander";
+import { ApiError, type Client, type ContainerWaitResponse } from "../client/client.js";
+import { clientOf, collect, forEachName, print, printItems } from "./common.js";
+import { describeError, ExitError, UsageError } from "./errors.js";
+import { CONTAINER_HEADERS, CONTAINER_TABLE, containerRow, formatList } from "./format.js";
+import { containerCreateBody, parseFilters } from "./requests.js";
+import { parseTemplate } from "./template.js";
+
+/** How long a foreground `run` lets the log stream drain after the container exited. */
+const LOG_DRAIN_MS = 1000;
+
+const FORWARDED_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"] as const;
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof ApiError && err.status === 404;
+}
+
+export function registerContainers(program: Command): void {
+  registerRun(program);
+  registerExec(program);
+
+  program
+    .command("ps")
+    .description("List containers")
+    .option("-a, --all", "show all containers (default shows just running)")
+    .option("-q, --quiet", "only display container IDs")
+    .option("--no-trunc", "do not truncate output")
+    .option("-f, --filter <FILTER>", "filter output based on conditions provided", collect)
+    .option(
+      "--format <FORMAT>",
+      "format output using a custom template: 'table', 'table TEMPLATE', 'json', or TEMPLATE",
+    )
+    .action(async (opts, cmd: Command) => {
+      const containers = await clientOf(cmd).containerList({
+        all: opts.all,
+        filters: parseFilters(opts.filter),
+      });
+      const now = Date.now();
+      const rows = containers.map((c) => containerRow(c, opts.trunc === false, now));
+      const format = opts.quiet ? "{{.ID}}" : opts.format;
+      process.stdout.write(formatList(rows, format, CONTAINER_TABLE, CONTAINER_HEADERS));
+    });
+
+  program
+    .command("inspect")
+    .description("Return low-level information on containers or networks")
+    .argument("<name...>")
+    .option("-f, --format <TEMPLATE>", "format output using a Go template")
+    .option("--type <TYPE>", "only inspect objects of the given type (container or network)")
+    .action(async (names: string[], opts, cmd: Command) => {
+      if (opts.type && opts.type !== "container" && opts.type !== "network") {
+        throw new UsageError(`"${opts.type}" is not a valid value for --type`);
+      }
+      const client = clientOf(cmd);
+      const tmpl = opts.format ? parseTemplate(opts.format) : undefined;
+      const found: unknown[] = [];
+      await forEachName(names, async (name) => {
+        found.push(await inspectAny(client, name, opts.type));
+      });
+      printItems(found, tmpl);
+    });
+
+  program
+    .command("stop")
+    .description("Stop one or more running containers")
+    .argument("<container...>")
+    .option("-t, --timeout <SECONDS>", "seconds to wait before killing the container", parseSeconds)
+    .option("-s, --signal <SIGNAL>", "signal to send to the container")
+    .action(async (names: string[], opts, cmd: Command) => {
+      const client = clientOf(cmd);
+      await forEachName(names, async (name) => {
+        await client.containerStop(name, { timeout: opts.timeout, signal: opts.signal });
+        print(name);
+      });
+    });
+
+  program
+    .command("rm")
+    .description("Remove one or more containers")
+    .argument("<container...>")
+    .option("-f, --force", "force the removal of a running container (uses SIGKILL)")
+    .option("-v, --volumes", "remove anonymous volumes associated with the container")
+    .action(async (names: string[], opts, cmd: Command) => {
+      const client = clientOf(cmd);
+      await forEachName(names, async (name) => {
+        await client.containerRemove(name, { force: opts.force, volumes: opts.volumes });
+        print(name);
+      });
+    });
+
+  program
+    .command("logs")
+    .description("Fetch the logs of a container")
+    .argument("<container>")
+    .option("-f, --follow", "follow log output")
+    .option("-t, --timestamps", "show timestamps")
+    .option("-n, --tail <N>", 'number of lines to show from the end of the logs (default "all")')
+    .action(async (name: string, opts, cmd: Command) => {
+      const client = clientOf(cmd);
+      const info = await client.containerInspect(name);
+      await client.containerLogs(
+        info.Id,
+        { follow: opts.follow, timestamps: opts.timestamps, tail: opts.tail, tty: info.Config?.Tty },
+        { stdout: process.stdout, stderr: process.stderr },
+      );
+    });
+}
+
+function parseSeconds(value: string): number {
+  if (!/^-?\d+$/.test(value))
+    throw new UsageError(`invalid argument "${value}" for "-t, --timeout": not an integer`);
+  return Number(value);
+}
+
+/** Docker's `inspect`: a container of that name, else a network, else "No such object". */
+async function inspectAny(client: Client, name: string, type?: string): Promise<unknown> {
+  if (type !== "network") {
+    try {
+      return await client.containerInspect(name);
+    } catch (err) {
+      if (!isNotFound(err) || type === "container") throw err;
+    }
+  }
+  try {
+    return await client.networkInspect(name);
+  } catch (err) {
+    if (isNotFound(err) && !type) throw new UsageError(`Error: No such object: ${name}`);
+    throw err;
+  }
+}
+
+function registerRun(program: Command): void {
+  program
+    .command("run")
+    .description("Create and run a new container running COMMAND on the host filesystem")
+    .usage("[OPTIONS] [--] COMMAND [ARG...]")
+    .argument("<command...>")
+    // Docker's `-h` is the hostname, so help is `--help` only, as in `docker run`.
+    .helpOption("--help", "display help for command")
+    .passThroughOptions()
+    .option("-d, --detach", "run container in background and print container ID")
+    .option("--name <NAME>", "assign a name to the container")
+    .option("--net, --network <NETWORK>", "connect a container to a network (repeatable)", collect)
+    .option("--ip <IP>", "IPv4 address on the first network (e.g. 172.30.100.104)")
+    .option("--ip6 <IP>", "IPv6 address on the first network (e.g. 2001:db8::33)")
+    .option("--network-alias <NAME>", "add network-scoped alias for the container", collect)
+    .option("-h, --hostname <NAME>", "container host name")
+    .option("--dns <IP>", "set custom DNS servers", collect)
+    .option("-e, --env <KEY=VALUE>", "set environment variables", collect)
+    .option(
+      "-p, --publish <SPEC>",
+      "publish a container's port(s) to the host: [IP:][HOST:]CONTAINER[/PROTO]",
+      collect,
+    )
+    .option("--rm", "automatically remove the container when it exits")
+    // Docker exits 125 when `run` itself fails, keeping 1–124 for the container's own exit codes.
+    .exitOverride((err) => {
+      if (err.exitCode === 0) throw err;
+      throw new CommanderError(125, err.code, err.message);
+    })
+    .action(async (command: string[], opts, cmd: Command) => {
+      const client = clientOf(cmd);
+      let id: string;
+      let waiting: Promise<ContainerWaitResponse> | undefined;
+      try {
+        const body = containerCreateBody({ ...opts, command });
+        const created = await client.containerCreate(body, opts.name);
+        for (const w of created.Warnings ?? []) process.stderr.write(`WARNING: ${w}\n`);
+        id = created.Id;
+        if (!opts.detach) {
+          // Asked before start, so an exit (or auto-removal) right after start cannot be missed.
+          waiting = client.containerWait(id, opts.rm ? "removed" : "next-exit");
+          waiting.catch(() => {});
+        }
+      } catch (err) {
+        throw new ExitError(`ctnet: ${describeError(err)}`, 125);
+      }
+      try {
+        await client.containerStart(id);
+      } catch (err) {
+        throw new ExitError(`ctnet: ${describeError(err)}`, startFailureCode(err));
+      }
+      if (!waiting) {
+        print(id);
+        return;
+      }
+      process.exitCode = await runForeground(client, id, waiting);
+    });
+}
+
+/** Docker's codes for a command that could not be started: 127 not found, 126 not executable. */
+function startFailureCode(err: unknown): number {
+  const message = err instanceof Error ? err.message : "";
+  if (/executable file not found|no such file or directory/i.test(message)) return 127;
+  if (/permission denied|is a directory/i.test(message)) return 126;
+  return 125;
+}
+
+/**
+ * Streams the logs of a started container until it exits, forwarding signals to it, and returns
+ * its exit code. Output comes from following the logs, not from attaching (the API's attach
+ * endpoint is not served yet), so an auto-removed container that exits before the log request
+ * arrives may lose its output.
+ */
+async function runForeground(
+  client: Client,
+  id: string,
+  waiting: Promise<ContainerWaitResponse>,
+): Promise<number> {
+  const abort = new AbortController();
+  const logs = client
+    .containerLogs(
+      id,
+      { follow: true, tty: false, signal: abort.signal },
+      { stdout: process.stdout, stderr: process.stderr },
+    )
+    .catch((err) => {
+      if (!isNotFound(err)) process.stderr.write(`${describeError(err)}\n`);
+    });
+  const forward = (signal: NodeJS.Signals) => {
+    client.containerKill(id, signal).catch(() => {});
+  };
+  for (const s of FORWARDED_SIGNALS) process.on(s, forward);
+  try {
+    const result = await waiting;
+    // The daemon ends a followed stream when the container stops; the bound guards against one that does not.
+    await Promise.race([logs, delay(LOG_DRAIN_MS, undefined, { ref: false })]);
+    abort.abort();
+    await logs;
+    if (result.Error?.Message) process.stderr.write(`ctnet: ${result.Error.Message}\n`);
+    return result.StatusCode;
+  } catch (err) {
+    abort.abort();
+    throw new ExitError(`ctnet: ${describeError(err)}`, 125);
+  } finally {
+    for (const s of FORWARDED_SIGNALS) process.off(s, forward);
+  }
+}
+
+function registerExec(program: Command): void {
+  program
+    .command("exec")
+    .description("Run a command in a running container")
+    .usage("[OPTIONS] CONTAINER [--] COMMAND [ARG...]")
+    .argument("<container>")
+    .argument("<command...>")
+    .passThroughOptions()
+    .option("-i, --interactive", "keep STDIN open (stdin is always passed through)")
+    .option("-t, --tty", "allocate a pseudo-TTY (the caller's terminal is used as is)")
+    /*
+     * The API's exec endpoints (POST /containers/{id}/exec, /exec/{id}/start) come later; until
+     * then exec enters the container's namespaces with nsenter, so it only works on the daemon's
+     * own host and needs the privileges to setns into them.
+     */
+    .action(async (container: string, command: string[], _opts, cmd: Command) => {
+      const info = await clientOf(cmd).containerInspect(container);
+      const pid = info.State?.Pid;
+      if (!info.State?.Running || !pid) throw new UsageError(`container ${info.Id} is not running`);
+      const args = ["--target", String(pid), "--net", "--uts", "--ipc", "--mount", "--pid", "--", ...command];
+      process.exitCode = await spawnInherited("nsenter", args);
+    });
+}
+
+function spawnInherited(file: string, args: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: "inherit" });
+    // The terminal delivers ^C to the whole process group; the child decides what it means.
+    const ignore = () => {};
+    process.on("SIGINT", ignore);
+    child.on("error", (err: NodeJS.ErrnoException) => {
+      process.off("SIGINT", ignore);
+      reject(
+        err.code === "ENOENT" ? new UsageError(`${file} not found: exec needs util-linux's ${file}`) : err,
+      );
+    });
+    child.on("exit", (code, signal) => {
+      process.off("SIGINT", ignore);
+      resolve(code ?? 128 + (signal ? osSignalNumber(signal) : 0));
+    });
+  });
+}
+
+function osSignalNumber(signal: NodeJS.Signals): number {
+  return (os.constants.signals as Record<string, number>)[signal] ?? 0;
+}

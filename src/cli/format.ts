@@ -1,0 +1,177 @@
+/**
+ * Docker-compatible output: aligned tables, `--format` handling (`table …`, `json`, or a raw
+ * template), and the small humanisations docker applies (truncated IDs, "2 minutes ago", ports).
+ * Everything here is pure so that output can be tested byte for byte.
+ */
+import type { ContainerSummary, Network, PortSummary } from "../client/client.js";
+import { parseTemplate } from "./template.js";
+
+/**
+ * Aligns tab-separated cells the way docker's tabwriter does (min width 10, padding 3): every
+ * cell but the last of a line is padded, so lines carry no trailing spaces.
+ */
+export function alignTable(lines: string[]): string {
+  const rows = lines.map((l) => l.split("\t"));
+  const widths: number[] = [];
+  for (const row of rows) {
+    row.slice(0, -1).forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 10, cell.length + 3);
+    });
+  }
+  return rows
+    .map((row) => row.map((cell, i) => (i < row.length - 1 ? cell.padEnd(widths[i]) : cell)).join(""))
+    .join("\n");
+}
+
+/** Docker accepts `\t` and `\n` typed literally in a shell-quoted format string. */
+function unescapeFormat(format: string): string {
+  return format.replace(/\\t/g, "\t").replace(/\\n/g, "\n");
+}
+
+/**
+ * Renders list items for `ls`/`ps`: the default table, `table TEMPLATE` (headers from `headers`),
+ * `json` (one object per line), or a bare template applied to each item, one line each.
+ */
+export function formatList(
+  items: Record<string, string>[],
+  format: string | undefined,
+  defaultTable: string,
+  headers: Record<string, string>,
+): string {
+  let fmt = format?.trim() ? format : "table";
+  if (fmt === "json") fmt = "{{json .}}";
+  if (fmt === "table") fmt = defaultTable;
+  const isTable = fmt.startsWith("table");
+  const tmpl = parseTemplate(unescapeFormat(isTable ? fmt.slice("table".length).trimStart() : fmt));
+  const lines = items.map((item) => tmpl.execute(item));
+  if (!isTable) return lines.map((l) => `${l}\n`).join("");
+  return `${alignTable([tmpl.execute(headers), ...lines])}\n`;
+}
+
+/** Docker's stringid.TruncateID: the first 12 hex digits, without an algorithm prefix. */
+export function shortId(id: string): string {
+  const hex = id.includes(":") ? id.slice(id.indexOf(":") + 1) : id;
+  return hex.slice(0, 12);
+}
+
+/** Docker's units.HumanDuration, so CREATED reads the same as docker's ("About a minute"). */
+export function humanDuration(ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  if (seconds < 1) return "Less than a second";
+  if (seconds === 1) return "1 second";
+  if (seconds < 60) return `${seconds} seconds`;
+  const minutes = Math.round(seconds / 60);
+  if (minutes === 1) return "About a minute";
+  if (minutes < 60) return `${minutes} minutes`;
+  const hours = Math.round(seconds / 3600);
+  if (hours === 1) return "About an hour";
+  if (hours < 48) return `${hours} hours`;
+  if (hours < 24 * 7 * 2) return `${Math.floor(hours / 24)} days`;
+  if (hours < 24 * 30 * 2) return `${Math.floor(hours / 24 / 7)} weeks`;
+  if (hours < 24 * 365 * 2) return `${Math.floor(hours / 24 / 30)} months`;
+  return `${Math.floor(hours / 24 / 365)} years`;
+}
+
+/** Docker's Ellipsis: long strings end in "…" so they still fit `maxLength` characters. */
+export function ellipsis(s: string, maxLength: number): string {
+  const chars = [...s];
+  if (chars.length <= maxLength) return s;
+  return `${chars.slice(0, maxLength - 1).join("")}…`;
+}
+
+/** `0.0.0.0:8080->80/tcp, 53/udp`: published ports with their host side, exposed ones alone. */
+export function formatPorts(ports: PortSummary[] | undefined): string {
+  const sorted = [...(ports ?? [])].sort(
+    (a, b) =>
+      a.PrivatePort - b.PrivatePort || a.Type.localeCompare(b.Type) || (a.IP ?? "").localeCompare(b.IP ?? ""),
+  );
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const p of sorted) {
+    let s = `${p.PrivatePort}/${p.Type}`;
+    if (p.PublicPort) {
+      const ip = p.IP ?? "";
+      s = `${ip.includes(":") ? `[${ip}]` : ip}:${p.PublicPort}->${s}`;
+    }
+    if (!seen.has(s)) out.push(s);
+    seen.add(s);
+  }
+  return out.join(", ");
+}
+
+/** Go's time.Time String() form, which docker's CreatedAt fields print. */
+export function goTime(date: Date): string {
+  if (Number.isNaN(date.getTime())) return "";
+  const iso = date.toISOString();
+  return `${iso.slice(0, 10)} ${iso.slice(11, 19)} +0000 UTC`;
+}
+
+function labelsString(labels: Record<string, string> | undefined): string {
+  return Object.entries(labels ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+}
+
+export const NETWORK_TABLE = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}";
+export const NETWORK_HEADERS: Record<string, string> = {
+  ID: "NETWORK ID",
+  Name: "NAME",
+  Driver: "DRIVER",
+  Scope: "SCOPE",
+  IPv4: "IPV4",
+  IPv6: "IPV6",
+  Internal: "INTERNAL",
+  Labels: "LABELS",
+  CreatedAt: "CREATED AT",
+};
+
+/** The fields `network ls --format` sees; keys sorted as Go's json prints a map. */
+export function networkRow(n: Network, noTrunc: boolean): Record<string, string> {
+  return {
+    CreatedAt: n.Created ? goTime(new Date(n.Created)) : "",
+    Driver: n.Driver ?? "",
+    ID: noTrunc ? n.Id : shortId(n.Id),
+    IPv4: String(n.EnableIPv4 ?? true),
+    IPv6: String(n.EnableIPv6 ?? false),
+    Internal: String(n.Internal ?? false),
+    Labels: labelsString(n.Labels),
+    Name: n.Name,
+    Scope: n.Scope ?? "local",
+  };
+}
+
+export const CONTAINER_TABLE =
+  "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+export const CONTAINER_HEADERS: Record<string, string> = {
+  ID: "CONTAINER ID",
+  Image: "IMAGE",
+  Command: "COMMAND",
+  CreatedAt: "CREATED AT",
+  RunningFor: "CREATED",
+  Status: "STATUS",
+  State: "STATE",
+  Ports: "PORTS",
+  Names: "NAMES",
+  Labels: "LABELS",
+  Networks: "NETWORKS",
+};
+
+/** The fields `ps --format` sees; `now` is a parameter so the relative times are testable. */
+export function containerRow(c: ContainerSummary, noTrunc: boolean, now: number): Record<string, string> {
+  const command = c.Command ?? "";
+  const created = (c.Created ?? 0) * 1000;
+  return {
+    Command: JSON.stringify(noTrunc ? command : ellipsis(command, 20)),
+    CreatedAt: goTime(new Date(created)),
+    ID: noTrunc ? c.Id : shortId(c.Id),
+    // Containers on the host filesystem have no image; docker's placeholder for "none" keeps the column.
+    Image: c.Image || "<none>",
+    Labels: labelsString(c.Labels),
+    Names: (c.Names ?? []).map((n) => n.replace(/^\//, "")).join(","),
+    Networks: Object.keys(c.NetworkSettings?.Networks ?? {}).join(","),
+    Ports: formatPorts(c.Ports),
+    RunningFor: `${humanDuration(now - created)} ago`,
+    State: c.State ?? "",
+    Status: c.Status ?? "",
+  };
+}

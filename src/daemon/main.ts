@@ -1,0 +1,58 @@
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { listen, parseHost } from "../api/server.js";
+import { Engine } from "../engine/engine.js";
+import { log } from "../log.js";
+
+export interface DaemonOptions {
+  dataRoot: string;
+  execRoot: string;
+  host: string;
+  logLevel?: string;
+  dns: string[];
+}
+
+/** Refuses to start a second daemon on the same exec root: two would fight over the same kernel objects. */
+function claimPidFile(path: string): void {
+  try {
+    const pid = Number(readFileSync(path, "utf8").trim());
+    if (pid > 0 && pid !== process.pid) {
+      try {
+        process.kill(pid, 0);
+        throw new Error(`another ctnet daemon (pid ${pid}) is running with this exec root (${path})`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+      }
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  writeFileSync(path, `${process.pid}\n`);
+}
+
+export async function runDaemon(o: DaemonOptions): Promise<void> {
+  if (o.logLevel) log.level = o.logLevel;
+  parseHost(o.host);
+  const started = Date.now();
+  const engine = await Engine.open({ dataRoot: o.dataRoot, execRoot: o.execRoot, dns: o.dns });
+  const pidFile = join(o.execRoot, "ctnet.pid");
+  claimPidFile(pidFile);
+  const server = await listen(engine, o.host);
+  log.info({ host: o.host, dataRoot: o.dataRoot, execRoot: o.execRoot, ms: Date.now() - started }, "ctnet daemon ready");
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down; containers keep running");
+    server.close();
+    server.closeAllConnections();
+    await engine.close();
+    const where = parseHost(o.host);
+    if ("socketPath" in where) rmSync(where.socketPath, { force: true });
+    rmSync(pidFile, { force: true });
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}

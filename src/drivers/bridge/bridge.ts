@@ -1,0 +1,134 @@
+import { randomBytes } from "node:crypto";
+import { ConflictError } from "../../errors.js";
+import type { EndpointRecord, NetworkRecord } from "../../engine/types.js";
+import type { Netlink } from "../../kernel/netlink.js";
+import type { Driver, NetworkSpec, SandboxHandle } from "../driver.js";
+import { parseBoolOption, parseMtuOption, rejectUnknownOptions, validateIfname } from "../options.js";
+
+export const BRIDGE_NAME = "com.docker.network.bridge.name";
+export const ENABLE_ICC = "com.docker.network.bridge.enable_icc";
+export const ENABLE_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade";
+export const HOST_BINDING_IPV4 = "com.docker.network.bridge.host_binding_ipv4";
+export const DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge";
+export const MTU = "com.docker.network.driver.mtu";
+
+const KNOWN = [BRIDGE_NAME, ENABLE_ICC, ENABLE_MASQUERADE, HOST_BINDING_IPV4, DEFAULT_BRIDGE, MTU] as const;
+
+/** Alias written on every link ctnet makes, so that start-up can tell its leftovers from others' links. */
+export const networkAlias = (id: string) => `ctnet:net:${id}`;
+export const endpointAlias = (id: string) => `ctnet:ep:${id}`;
+
+export interface BridgeSettings {
+  icc: boolean;
+  masquerade: boolean;
+  mtu?: number;
+}
+
+export function bridgeSettings(net: NetworkRecord): BridgeSettings {
+  return {
+    icc: parseBoolOption(ENABLE_ICC, net.options[ENABLE_ICC], true),
+    masquerade: parseBoolOption(ENABLE_MASQUERADE, net.options[ENABLE_MASQUERADE], true),
+    mtu: parseMtuOption(MTU, net.options[MTU]),
+  };
+}
+
+const prefixOf = (cidr: string) => cidr.slice(cidr.indexOf("/"));
+
+/** A locally administered unicast MAC: a bridge keeps it instead of taking on its ports' lowest MAC. */
+function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = ((b[0] ?? 0) & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+/** Linux bridge networks: one bridge per network, one veth pair per endpoint. */
+export class BridgeDriver implements Driver {
+  readonly name = "bridge";
+  readonly scope = "local" as const;
+
+  constructor(private readonly host: Netlink) {}
+
+  validate(spec: NetworkSpec, existing: NetworkRecord[]): { options: Record<string, string>; device: string } {
+    rejectUnknownOptions(this.name, spec.options, KNOWN);
+    const options = { ...spec.options };
+    parseBoolOption(ENABLE_ICC, options[ENABLE_ICC], true);
+    parseBoolOption(ENABLE_MASQUERADE, options[ENABLE_MASQUERADE], true);
+    parseMtuOption(MTU, options[MTU]);
+    const device = options[BRIDGE_NAME] || `br-${spec.id.slice(0, 12)}`;
+    validateIfname(BRIDGE_NAME, device);
+    const owner = existing.find((n) => n.device === device);
+    if (owner) throw new ConflictError(`bridge name ${device} is already used by network ${owner.name}`);
+    return { options, device };
+  }
+
+  private device(net: NetworkRecord): string {
+    if (!net.device) throw new Error(`bridge network ${net.name} has no device`);
+    return net.device;
+  }
+
+  async createNetwork(net: NetworkRecord): Promise<void> {
+    const name = this.device(net);
+    const { mtu } = bridgeSettings(net);
+    const link = await this.host.getLink(name);
+    if (link && link.alias !== networkAlias(net.id)) {
+      throw new ConflictError(`cannot create bridge ${name}: an interface of that name already exists on the host`);
+    }
+    if (!link) await this.host.createBridge({ name, mtu, alias: networkAlias(net.id), mac: randomMac() });
+    else if (mtu && link.mtu !== mtu) await this.host.setMtu(name, mtu);
+    for (const pool of net.pools) {
+      await this.host.addAddress(name, `${pool.gateway}${prefixOf(pool.subnet)}`, { noDad: pool.family === 6 });
+    }
+    await this.host.setUp(name);
+  }
+
+  async deleteNetwork(net: NetworkRecord): Promise<void> {
+    const name = this.device(net);
+    const link = await this.host.getLink(name);
+    if (link && link.alias === networkAlias(net.id)) await this.host.deleteLink(name);
+  }
+
+  async join(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle, defaultRoute: boolean): Promise<void> {
+    const { mtu } = bridgeSettings(net);
+    await this.host.createVeth({
+      name: ep.hostIfname,
+      peerName: ep.ifname,
+      peerNetnsPath: sandbox.path,
+      mtu,
+      peerMac: ep.mac,
+      alias: endpointAlias(ep.id),
+    });
+    try {
+      await this.host.setMaster(ep.hostIfname, this.device(net));
+      await this.host.setUp(ep.hostIfname);
+      const nl = sandbox.netlink;
+      for (const pool of net.pools) {
+        const address = pool.family === 4 ? ep.ipv4 : ep.ipv6;
+        if (address) await nl.addAddress(ep.ifname, `${address}${prefixOf(pool.subnet)}`, { noDad: pool.family === 6 });
+      }
+      await nl.setUp(ep.ifname);
+      if (defaultRoute) await this.setDefaultRoute(net, ep, sandbox);
+    } catch (err) {
+      await this.host.deleteLink(ep.hostIfname);
+      throw err;
+    }
+  }
+
+  async leave(_net: NetworkRecord, ep: EndpointRecord): Promise<void> {
+    await this.host.deleteLink(ep.hostIfname);
+  }
+
+  async endpointPresent(_net: NetworkRecord, ep: EndpointRecord): Promise<boolean> {
+    const link = await this.host.getLink(ep.hostIfname);
+    return link !== undefined && link.alias === endpointAlias(ep.id);
+  }
+
+  async setDefaultRoute(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<void> {
+    if (net.internal) return;
+    for (const pool of net.pools) {
+      const has = pool.family === 4 ? ep.ipv4 : ep.ipv6;
+      if (has) {
+        await sandbox.netlink.addRoute({ dst: "default", gateway: pool.gateway, dev: ep.ifname, family: pool.family });
+      }
+    }
+  }
+}

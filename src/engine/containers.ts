@@ -1,0 +1,622 @@
+import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import ipaddr from "ipaddr.js";
+import type { SandboxHandle } from "../drivers/driver.js";
+import { ConflictError, ForbiddenError, InvalidParameterError, NotFoundError } from "../errors.js";
+import { macFromIPv4, NoAvailableAddressError } from "../ipam/index.js";
+import { log } from "../log.js";
+import { renderHosts, renderResolvConf } from "../runtime/etc-files.js";
+import { isAlive, launch, readExitCode, sendSignal } from "../runtime/process.js";
+import type { EngineContext } from "./context.js";
+import { lookup, newId, shortId } from "./ids.js";
+import { randomName } from "./names.js";
+import type { Networks } from "./networks.js";
+import type { Sandboxes } from "./sandboxes.js";
+import type { AttachmentConfig, ContainerRecord, EndpointRecord, NetworkMode, NetworkRecord } from "./types.js";
+import { Undo } from "./undo.js";
+
+export interface EndpointRequest {
+  ipv4?: string;
+  ipv6?: string;
+  aliases: string[];
+}
+
+export interface ContainerCreateRequest {
+  name?: string;
+  image: string;
+  cmd: string[];
+  env: string[];
+  hostname?: string;
+  domainname?: string;
+  labels: Record<string, string>;
+  networkMode: string;
+  dns: string[];
+  autoRemove: boolean;
+  /** keyed by network name or id, as Docker's NetworkingConfig.EndpointsConfig */
+  endpoints: Record<string, EndpointRequest>;
+}
+
+const NAME = /^\/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
+const POLL_MS = 500;
+
+function inSubnet(address: string, cidr: string): boolean {
+  try {
+    const ip = ipaddr.parse(address);
+    const range = ipaddr.parseCIDR(cidr);
+    return ip.kind() === range[0].kind() && ip.match(range);
+  } catch {
+    return false;
+  }
+}
+
+function validAddress(address: string, family: 4 | 6): boolean {
+  return family === 4 ? ipaddr.IPv4.isValidFourPartDecimal(address) : ipaddr.IPv6.isValid(address);
+}
+
+function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = ((b[0] ?? 0) & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+const now = () => new Date().toISOString();
+const ZERO_TIME = "0001-01-01T00:00:00Z";
+
+interface ExitWatch {
+  done: Promise<void>;
+  resolve: () => void;
+  child?: ChildProcess;
+}
+
+/** Containers and their endpoints: create, start, stop, remove, connect, disconnect. */
+export class Containers {
+  private readonly watches = new Map<string, ExitWatch>();
+  private poller: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly networks: Networks,
+    private readonly sandboxes: Sandboxes,
+  ) {}
+
+  find(ref: string): ContainerRecord {
+    const c = this.tryFind(ref);
+    if (!c) throw new NotFoundError(`No such container: ${ref}`);
+    return c;
+  }
+
+  tryFind(ref: string): ContainerRecord | undefined {
+    return lookup(this.ctx.containers.values(), ref, "container");
+  }
+
+  list(): ContainerRecord[] {
+    return [...this.ctx.containers.values()].sort((a, b) => b.created.localeCompare(a.created));
+  }
+
+  // ---- create ----
+
+  create(req: ContainerCreateRequest): Promise<ContainerRecord> {
+    return this.ctx.lock.run(async () => {
+      const ctx = this.ctx;
+      if (req.image) throw new NotFoundError(`No such image: ${req.image} (ctnet runs containers on the host filesystem; images come with a later release)`);
+      if (req.cmd.length === 0) throw new InvalidParameterError("no command specified");
+      const taken = (name: string) => [...ctx.containers.values()].find((c) => c.name === name);
+      let name = req.name ?? "";
+      if (name) {
+        if (!NAME.test(name)) throw new InvalidParameterError(`Invalid container name (${name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+        name = name.replace(/^\//, "");
+        const other = taken(name);
+        if (other) {
+          throw new ConflictError(
+            `Conflict. The container name "/${name}" is already in use by container "${other.id}". You have to remove (or rename) that container to be able to reuse that name.`,
+          );
+        }
+      } else {
+        name = randomName((n) => taken(n) !== undefined);
+      }
+      const id = newId();
+      const { mode, attachments } = this.resolveNetworking(req);
+      if (mode.kind === "container" && req.hostname) {
+        throw new InvalidParameterError("conflicting options: hostname and the network mode");
+      }
+      const c: ContainerRecord = {
+        id,
+        name,
+        created: now(),
+        image: req.image,
+        cmd: req.cmd,
+        env: req.env,
+        hostname: req.hostname || shortId(id),
+        domainname: req.domainname ?? "",
+        labels: req.labels,
+        networkModeText: req.networkMode || "bridge",
+        networkMode: mode,
+        dns: req.dns,
+        autoRemove: req.autoRemove,
+        attachments,
+        state: { status: "created", pid: 0, pidStartTime: 0, runnerPid: 0, exitCode: 0, error: "", startedAt: ZERO_TIME, finishedAt: ZERO_TIME },
+        sandboxPath: "",
+      };
+      mkdirSync(ctx.containerDataDir(id), { recursive: true, mode: 0o700 });
+      await ctx.saveContainer(c);
+      ctx.events.publish("container", "create", id, { name });
+      return c;
+    });
+  }
+
+  private resolveNetworking(req: ContainerCreateRequest): { mode: NetworkMode; attachments: AttachmentConfig[] } {
+    const text = req.networkMode === "" || req.networkMode === "default" ? "bridge" : req.networkMode;
+    const entries = Object.entries(req.endpoints);
+    if (text === "host" || text === "none" || text.startsWith("container:")) {
+      const extra = entries.filter(([ref]) => ref !== text);
+      if (extra.length > 0) {
+        throw new InvalidParameterError(
+          `conflicting options: a container in network mode "${text}" cannot be connected to other networks (${extra.map(([r]) => r).join(", ")})`,
+        );
+      }
+      const own = req.endpoints[text];
+      if (own && (own.ipv4 || own.ipv6 || own.aliases.length > 0)) {
+        throw new InvalidParameterError(`conflicting options: IP addresses and aliases cannot be set in network mode "${text}"`);
+      }
+      if (text === "host") return { mode: { kind: "host" }, attachments: [] };
+      if (text === "none") return { mode: { kind: "none" }, attachments: [] };
+      const ref = text.slice("container:".length);
+      const other = this.find(ref);
+      return { mode: { kind: "container", containerId: other.id }, attachments: [] };
+    }
+    const primary = this.networks.find(text);
+    if (primary.driver === "host" || primary.driver === "null") {
+      return this.resolveNetworking({ ...req, networkMode: primary.driver === "host" ? "host" : "none" });
+    }
+    const attachments: AttachmentConfig[] = [];
+    const add = (net: NetworkRecord, r: EndpointRequest | undefined) => {
+      if (attachments.some((a) => a.networkId === net.id)) return;
+      attachments.push(this.attachmentFor(net, r ?? { aliases: [] }));
+    };
+    add(primary, req.endpoints[text] ?? entries.find(([ref]) => this.networks.tryFind(ref)?.id === primary.id)?.[1]);
+    for (const [ref, r] of entries) add(this.networks.find(ref), r);
+    return { mode: { kind: "bridge" }, attachments };
+  }
+
+  /** Validates what a container asks for on a network (static addresses, aliases) without allocating. */
+  private attachmentFor(net: NetworkRecord, r: EndpointRequest): AttachmentConfig {
+    if (net.driver === "host" || net.driver === "null") {
+      throw new InvalidParameterError(`container cannot be disconnected from host network or connected to ${net.name} network`);
+    }
+    const isDefault = net.predefined && net.driver === "bridge";
+    if ((r.ipv4 || r.ipv6) && isDefault) {
+      throw new InvalidParameterError("user specified IP address is supported on user defined networks only");
+    }
+    if (r.aliases.length > 0 && isDefault) {
+      throw new InvalidParameterError("network-scoped alias is supported only for containers in user defined networks");
+    }
+    if ((r.ipv4 || r.ipv6) && !net.userSubnets) {
+      throw new InvalidParameterError("user specified IP address is supported only when connecting to networks with user configured subnets");
+    }
+    for (const [family, address] of [
+      [4, r.ipv4],
+      [6, r.ipv6],
+    ] as const) {
+      if (!address) continue;
+      if (!validAddress(address, family)) throw new InvalidParameterError(`invalid IPv${family} address: ${address}`);
+      const pools = net.pools.filter((p) => p.family === family);
+      if (pools.length === 0) throw new InvalidParameterError(`network ${net.name} has no IPv${family} subnet for address ${address}`);
+      const pool = pools.find((p) => inSubnet(address, p.subnet));
+      if (!pool) {
+        throw new InvalidParameterError(`invalid address ${address}: it does not belong to any of network ${net.name}'s subnets (${pools.map((p) => p.subnet).join(", ")})`);
+      }
+      if (pool.ipRange && !inSubnet(address, pool.ipRange)) {
+        throw new InvalidParameterError(`invalid address ${address}: it is outside the network's --ip-range ${pool.ipRange}`);
+      }
+    }
+    return { networkId: net.id, ipv4: r.ipv4, ipv6: r.ipv6, aliases: [...new Set(r.aliases)] };
+  }
+
+  // ---- endpoints ----
+
+  private nextIfname(containerId: string): string {
+    const used = new Set(this.ctx.endpointsOf(containerId).map((e) => e.ifname));
+    for (let i = 0; ; i++) if (!used.has(`eth${i}`)) return `eth${i}`;
+  }
+
+  /** The endpoint that carries the sandbox's default route: the first joined non-internal one. */
+  private gatewayEndpoint(containerId: string): EndpointRecord | undefined {
+    return this.ctx.endpointsOf(containerId).find((e) => !this.ctx.networks.get(e.networkId)?.internal);
+  }
+
+  private allocate(net: NetworkRecord, family: 4 | 6, preferred: string | undefined): string | undefined {
+    const pools = net.pools.filter((p) => p.family === family);
+    if (pools.length === 0) return undefined;
+    if (preferred) {
+      const pool = pools.find((p) => inSubnet(preferred, p.subnet));
+      if (!pool) throw new InvalidParameterError(`invalid address ${preferred}: not in any subnet of network ${net.name}`);
+      return this.ctx.ipam.requestAddress(net.id, pool.subnet, preferred);
+    }
+    for (const pool of pools) {
+      try {
+        return this.ctx.ipam.requestAddress(net.id, pool.subnet);
+      } catch (err) {
+        if (!(err instanceof NoAvailableAddressError)) throw err;
+      }
+    }
+    throw NoAvailableAddressError.forNetwork(family, net.name, net.id);
+  }
+
+  private release(net: NetworkRecord, address: string | undefined): void {
+    if (!address) return;
+    const pool = net.pools.find((p) => inSubnet(address, p.subnet));
+    if (pool) this.ctx.ipam.releaseAddress(net.id, pool.subnet, address);
+  }
+
+  private async connectEndpoint(c: ContainerRecord, att: AttachmentConfig, sandbox: SandboxHandle): Promise<EndpointRecord> {
+    const ctx = this.ctx;
+    const net = ctx.networks.get(att.networkId);
+    if (!net) throw new NotFoundError(`network ${att.networkId} not found`);
+    const driver = ctx.driver(net.driver);
+    const undo = new Undo();
+    try {
+      const ipv4 = this.allocate(net, 4, att.ipv4);
+      if (ipv4) undo.push(() => this.release(net, ipv4));
+      const ipv6 = this.allocate(net, 6, att.ipv6);
+      if (ipv6) undo.push(() => this.release(net, ipv6));
+      const id = newId();
+      const existing = ctx.endpointsOf(c.id);
+      const ep: EndpointRecord = {
+        id,
+        networkId: net.id,
+        containerId: c.id,
+        ifname: this.nextIfname(c.id),
+        hostIfname: `veth${id.slice(0, 11)}`,
+        mac: ipv4 ? macFromIPv4(ipv4) : randomMac(),
+        ...(ipv4 ? { ipv4 } : {}),
+        ...(ipv6 ? { ipv6 } : {}),
+        aliases: att.aliases,
+        order: existing.reduce((m, e) => Math.max(m, e.order + 1), 0),
+      };
+      const defaultRoute = !net.internal && this.gatewayEndpoint(c.id) === undefined;
+      await driver.join(net, ep, sandbox, defaultRoute);
+      undo.push(() => driver.leave(net, ep));
+      await ctx.saveEndpoint(ep);
+      ctx.events.publish("network", "connect", net.id, { container: c.id, name: net.name, type: net.driver });
+      return ep;
+    } catch (err) {
+      await undo.run((e) => log.error({ err: e, container: c.name }, "rollback of endpoint failed"));
+      throw err;
+    }
+  }
+
+  /** Frees an endpoint's addresses and record; `kernel` also removes its interface now. */
+  private async releaseEndpoint(ep: EndpointRecord, kernel: boolean): Promise<void> {
+    const net = this.ctx.networks.get(ep.networkId);
+    if (net) {
+      if (kernel) await this.ctx.driver(net.driver).leave(net, ep);
+      this.release(net, ep.ipv4);
+      this.release(net, ep.ipv6);
+      this.ctx.events.publish("network", "disconnect", net.id, { container: ep.containerId, name: net.name, type: net.driver });
+    }
+    await this.ctx.dropEndpoint(ep.id);
+  }
+
+  connect(netRef: string, containerRef: string, r: EndpointRequest): Promise<void> {
+    return this.ctx.lock.run(async () => {
+      const net = this.networks.find(netRef);
+      const c = this.find(containerRef);
+      if (c.networkMode.kind !== "bridge") {
+        throw new InvalidParameterError(
+          `container ${c.name} uses network mode "${c.networkModeText}" and cannot be connected to other networks`,
+        );
+      }
+      if (c.attachments.some((a) => a.networkId === net.id)) {
+        throw new ForbiddenError(`endpoint with name ${c.name} already exists in network ${net.name}`);
+      }
+      const att = this.attachmentFor(net, r);
+      if (c.state.status === "running") {
+        await this.connectEndpoint(c, att, this.sandboxes.handle(c.sandboxPath));
+        this.writeHostsFile(c);
+      }
+      c.attachments.push(att);
+      await this.ctx.saveContainer(c);
+    });
+  }
+
+  disconnect(netRef: string, containerRef: string, force: boolean): Promise<void> {
+    return this.ctx.lock.run(async () => {
+      const net = force ? this.networks.tryFind(netRef) : this.networks.find(netRef);
+      const c = this.find(containerRef);
+      if (net && (net.driver === "host" || net.driver === "null")) {
+        throw new InvalidParameterError(`container cannot be disconnected from ${net.name} network`);
+      }
+      const netId = net?.id ?? netRef;
+      const ep = this.ctx.endpointsOf(c.id).find((e) => e.networkId === netId);
+      const attached = c.attachments.some((a) => a.networkId === netId);
+      if (!ep && !attached) {
+        throw new ForbiddenError(`container ${c.name} is not connected to network ${net?.name ?? netRef}`);
+      }
+      if (ep) {
+        const hadGateway = this.gatewayEndpoint(c.id)?.id === ep.id;
+        await this.releaseEndpoint(ep, true);
+        if (hadGateway) await this.moveGateway(c);
+        this.writeHostsFile(c);
+      }
+      c.attachments = c.attachments.filter((a) => a.networkId !== netId);
+      await this.ctx.saveContainer(c);
+    });
+  }
+
+  /** After the gateway's network left, the next joined non-internal network takes the default route (as Docker does). */
+  private async moveGateway(c: ContainerRecord): Promise<void> {
+    const next = this.gatewayEndpoint(c.id);
+    if (!next) return;
+    const net = this.ctx.network(next.networkId);
+    await this.ctx.driver(net.driver).setDefaultRoute(net, next, this.sandboxes.handle(c.sandboxPath));
+  }
+
+  // ---- start / stop ----
+
+  private runFile(c: ContainerRecord, file: string): string {
+    return join(this.ctx.containerRunDir(c.id), file);
+  }
+
+  private writeHostsFile(c: ContainerRecord): void {
+    if (c.networkMode.kind !== "bridge" && c.networkMode.kind !== "none") return;
+    const entries = this.ctx.endpointsOf(c.id).flatMap((e) =>
+      [e.ipv4, e.ipv6].filter((a): a is string => a !== undefined).map((address) => ({ address, names: [c.hostname] })),
+    );
+    // Written in place: the file is bind-mounted into the container, so a rename would not be seen.
+    writeFileSync(this.runFile(c, "hosts"), renderHosts(entries));
+  }
+
+  /**
+   * Starts a container: sandbox, endpoints, /etc files, process. Returns false when it was already
+   * running (the API answers 304).
+   */
+  start(ref: string): Promise<boolean> {
+    return this.ctx.lock.run(async () => {
+      const c = this.find(ref);
+      if (c.state.status === "running") return false;
+      await this.startLocked(c);
+      return true;
+    });
+  }
+
+  private async startLocked(c: ContainerRecord): Promise<void> {
+    const ctx = this.ctx;
+    const undo = new Undo();
+    const runDir = ctx.containerRunDir(c.id);
+    try {
+      mkdirSync(runDir, { recursive: true, mode: 0o700 });
+      let sandboxPath = "";
+      let files = { hosts: this.runFile(c, "hosts"), resolv: this.runFile(c, "resolv.conf"), hostname: this.runFile(c, "hostname") };
+      const mode = c.networkMode;
+      if (mode.kind === "bridge" || mode.kind === "none") {
+        const sandbox = await this.sandboxes.create(c.id);
+        sandboxPath = sandbox.path;
+        undo.push(async () => {
+          this.sandboxes.destroy(sandbox.path);
+          for (const ep of ctx.endpointsOf(c.id)) await this.releaseEndpoint(ep, false);
+        });
+        for (const att of c.attachments) await this.connectEndpoint(c, att, sandbox);
+        this.writeHostsFile(c);
+        writeFileSync(files.resolv, renderResolvConf(c.dns.length > 0 ? c.dns : ctx.dns));
+        writeFileSync(files.hostname, `${c.hostname}\n`);
+      } else if (mode.kind === "container") {
+        const other = ctx.containers.get(mode.containerId);
+        if (!other || other.state.status !== "running") {
+          throw new ConflictError(`cannot join network namespace of a non running container: ${other?.name ?? mode.containerId}`);
+        }
+        sandboxPath = other.sandboxPath;
+        c.hostname = other.hostname;
+        files = { hosts: this.runFile(other, "hosts"), resolv: this.runFile(other, "resolv.conf"), hostname: this.runFile(other, "hostname") };
+      } else {
+        files = { hosts: "", resolv: "", hostname: "" };
+      }
+      const exitFile = this.runFile(c, "exitcode");
+      rmSync(exitFile, { force: true });
+      const launched = await launch({
+        cmd: c.cmd,
+        env: c.env,
+        hostname: c.hostname,
+        netnsPath: mode.kind === "host" ? undefined : sandboxPath,
+        hostsPath: files.hosts,
+        resolvPath: files.resolv,
+        hostnamePath: files.hostname,
+        logPath: join(ctx.containerDataDir(c.id), "container.log"),
+        exitFile,
+      });
+      c.sandboxPath = sandboxPath;
+      c.state = {
+        status: "running",
+        pid: launched.pid,
+        pidStartTime: launched.pidStartTime,
+        runnerPid: launched.runnerPid,
+        exitCode: 0,
+        error: "",
+        startedAt: now(),
+        finishedAt: ZERO_TIME,
+      };
+      this.watch(c, launched.child);
+      await ctx.saveContainer(c);
+      ctx.events.publish("container", "start", c.id, { name: c.name });
+    } catch (err) {
+      await undo.run((e) => log.error({ err: e, container: c.name }, "rollback of container start failed"));
+      c.state = { ...c.state, error: (err as Error).message };
+      await ctx.saveContainer(c).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Follows a running container until it exits; without a child handle (after a daemon restart) by polling. */
+  watch(c: ContainerRecord, child?: ChildProcess): void {
+    let resolve = () => {};
+    const done = new Promise<void>((r) => {
+      resolve = r;
+    });
+    const pid = c.state.pid;
+    this.watches.set(c.id, { done, resolve, child });
+    if (child) {
+      child.once("exit", (code, signal) => {
+        const status = code ?? 128 + (signal ? (({ SIGKILL: 9, SIGTERM: 15, SIGINT: 2 }) as Record<string, number>)[signal] ?? 9 : 9);
+        void this.onExit(c.id, pid, status);
+      });
+    } else if (!this.poller) {
+      this.poller = setInterval(() => this.poll(), POLL_MS);
+      this.poller.unref();
+    }
+  }
+
+  private poll(): void {
+    for (const c of this.ctx.containers.values()) {
+      if (c.state.status !== "running" || this.watches.get(c.id)?.child) continue;
+      if (!isAlive(c.state.pid, c.state.pidStartTime)) void this.onExit(c.id, c.state.pid, 137);
+    }
+  }
+
+  private onExit(id: string, pid: number, status: number): Promise<void> {
+    return this.ctx.lock.run(async () => {
+      const c = this.ctx.containers.get(id);
+      const watch = this.watches.get(id);
+      if (!c || c.state.status !== "running" || c.state.pid !== pid) return;
+      try {
+        await this.markExited(c, readExitCode(this.runFile(c, "exitcode")) ?? status);
+        if (c.autoRemove) await this.removeLocked(c);
+      } catch (err) {
+        log.error({ err, container: c.name }, "cleaning up after a container's exit failed");
+      } finally {
+        this.watches.delete(id);
+        watch?.resolve();
+      }
+    });
+  }
+
+  /** Records a container's exit and takes its networking down (the sandbox, its endpoints). */
+  async markExited(c: ContainerRecord, exitCode: number): Promise<void> {
+    if (c.networkMode.kind === "bridge" || c.networkMode.kind === "none") {
+      if (c.sandboxPath) this.sandboxes.destroy(c.sandboxPath);
+      for (const ep of this.ctx.endpointsOf(c.id)) await this.releaseEndpoint(ep, false);
+    }
+    c.sandboxPath = "";
+    c.state = { ...c.state, status: "exited", exitCode, finishedAt: now(), pid: 0, pidStartTime: 0, runnerPid: 0 };
+    await this.ctx.saveContainer(c);
+    this.ctx.events.publish("container", "die", c.id, { name: c.name, exitCode: String(exitCode) });
+  }
+
+  /** Resolves when the container is not running (at once if it is not). */
+  async waitStopped(id: string, timeoutMs?: number): Promise<boolean> {
+    const watch = this.watches.get(id);
+    if (!watch) return true;
+    if (timeoutMs === undefined) {
+      await watch.done;
+      return true;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), timeoutMs);
+    });
+    const result = await Promise.race([watch.done.then(() => true), timeout]);
+    clearTimeout(timer);
+    return result;
+  }
+
+  /** Stops with SIGTERM, then SIGKILL after `timeoutSec`. Returns false when it was not running. */
+  async stop(ref: string, timeoutSec = 10): Promise<boolean> {
+    const c = this.find(ref);
+    if (c.state.status !== "running") return false;
+    sendSignal(c.state.pid, "SIGTERM");
+    if (!(await this.waitStopped(c.id, Math.max(0, timeoutSec) * 1000))) this.killNow(c);
+    await this.waitStopped(c.id);
+    return true;
+  }
+
+  kill(ref: string, signal: string): Promise<void> {
+    const c = this.find(ref);
+    if (c.state.status !== "running") return Promise.reject(new ConflictError(`Container ${c.id} is not running`));
+    const sig = signal.startsWith("SIG") ? signal : `SIG${signal}`;
+    if (sig === "SIGKILL" || signal === "9") {
+      this.killNow(c);
+      return this.waitStopped(c.id).then(() => undefined);
+    }
+    if (!/^SIG[A-Z0-9]+$/.test(sig) && !/^\d+$/.test(signal)) throw new InvalidParameterError(`invalid signal: ${signal}`);
+    try {
+      process.kill(c.state.pid, /^\d+$/.test(signal) ? Number(signal) : (sig as NodeJS.Signals));
+    } catch (err) {
+      throw new InvalidParameterError(`cannot send signal ${signal}: ${(err as Error).message}`);
+    }
+    return Promise.resolve();
+  }
+
+  private killNow(c: ContainerRecord): void {
+    sendSignal(c.state.runnerPid, "SIGKILL");
+    sendSignal(c.state.pid, "SIGKILL");
+  }
+
+  // ---- remove ----
+
+  async remove(ref: string, force: boolean): Promise<void> {
+    const c = this.find(ref);
+    if (c.state.status === "running") {
+      if (!force) {
+        throw new ConflictError(
+          `cannot remove container "/${c.name}": container is running: stop the container before removing or force remove`,
+        );
+      }
+      this.killNow(c);
+      await this.waitStopped(c.id);
+    }
+    await this.ctx.lock.run(async () => {
+      const current = this.ctx.containers.get(c.id);
+      if (current) await this.removeLocked(current);
+    });
+  }
+
+  private async removeLocked(c: ContainerRecord): Promise<void> {
+    const ctx = this.ctx;
+    c.state.status = "removing";
+    await ctx.store.delete(`containers/${c.id}`);
+    ctx.containers.delete(c.id);
+    rmSync(ctx.containerRunDir(c.id), { recursive: true, force: true });
+    rmSync(ctx.containerDataDir(c.id), { recursive: true, force: true });
+    ctx.events.publish("container", "destroy", c.id, { name: c.name });
+  }
+
+  logPath(c: ContainerRecord): string {
+    return join(this.ctx.containerDataDir(c.id), "container.log");
+  }
+
+  runFiles(c: ContainerRecord): { hosts: string; resolv: string; hostname: string } {
+    return { hosts: this.runFile(c, "hosts"), resolv: this.runFile(c, "resolv.conf"), hostname: this.runFile(c, "hostname") };
+  }
+
+  shutdown(): void {
+    if (this.poller) clearInterval(this.poller);
+  }
+
+  /** Re-attaches a running container found at start-up, repairing missing endpoints. */
+  async adopt(c: ContainerRecord): Promise<void> {
+    const ctx = this.ctx;
+    if (c.networkMode.kind === "bridge") {
+      const sandbox = this.sandboxes.handle(c.sandboxPath);
+      for (const ep of ctx.endpointsOf(c.id)) {
+        const net = ctx.networks.get(ep.networkId);
+        if (!net) {
+          await ctx.dropEndpoint(ep.id);
+          continue;
+        }
+        const driver = ctx.driver(net.driver);
+        if (await driver.endpointPresent(net, ep)) continue;
+        log.warn({ container: c.name, network: net.name }, "endpoint missing after restart: recreating it");
+        await sandbox.netlink.deleteLink(ep.ifname);
+        await driver.join(net, ep, sandbox, this.gatewayEndpoint(c.id)?.id === ep.id);
+      }
+      for (const att of c.attachments) {
+        if (ctx.endpointsOf(c.id).some((e) => e.networkId === att.networkId)) continue;
+        if (!ctx.networks.has(att.networkId)) continue;
+        log.warn({ container: c.name, network: att.networkId }, "endpoint lost in a crash: connecting again");
+        await this.connectEndpoint(c, att, sandbox);
+      }
+      this.writeHostsFile(c);
+    }
+    this.watch(c);
+  }
+}

@@ -1,0 +1,90 @@
+import { createHash } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { BridgeDriver } from "../drivers/bridge/bridge.js";
+import type { Driver } from "../drivers/driver.js";
+import { NoOpDriver } from "../drivers/host/host.js";
+import { Firewall } from "../firewall/firewall.js";
+import { Ipam } from "../ipam/index.js";
+import { Netlink } from "../kernel/netlink.js";
+import { runNft } from "../kernel/nft.js";
+import { writeSysctl } from "../kernel/sysctl.js";
+import { FileStore } from "../store/file-store.js";
+import type { Store } from "../store/store.js";
+import { Containers } from "./containers.js";
+import { EngineContext, type EnginePaths } from "./context.js";
+import { EventLog } from "./events.js";
+import { DEFAULT_BRIDGE_SUBNET, Networks } from "./networks.js";
+import { reconcile } from "./reconcile.js";
+import { Sandboxes } from "./sandboxes.js";
+
+export interface EngineOptions extends EnginePaths {
+  /** upstream DNS servers for containers without --dns (the daemon's --dns) */
+  dns: string[];
+  store?: Store;
+}
+
+/** Docker's default address pools: 172.17/16 for the default bridge, 172.18–31/16, then 192.168/16 in /20s. */
+export const DEFAULT_POOLS4 = [
+  ...Array.from({ length: 15 }, (_, i) => ({ base: `172.${17 + i}.0.0/16`, size: 16 })),
+  { base: "192.168.0.0/16", size: 20 },
+];
+
+/** A ULA /48 of this daemon's own, derived from its data root, split into /64s (as Docker 27+ does). */
+function defaultPool6(dataRoot: string): { base: string; size: number } {
+  const h = createHash("sha256").update(dataRoot).digest();
+  const hex = (i: number) => (h[i] ?? 0).toString(16).padStart(2, "0");
+  return { base: `fd${hex(0)}:${hex(1)}${hex(2)}:${hex(3)}${hex(4)}::/48`, size: 64 };
+}
+
+/** The engine: everything the API can ask for, built on one context. */
+export class Engine {
+  private constructor(
+    readonly ctx: EngineContext,
+    readonly networks: Networks,
+    readonly containers: Containers,
+  ) {}
+
+  static async open(o: EngineOptions): Promise<Engine> {
+    mkdirSync(o.dataRoot, { recursive: true, mode: 0o700 });
+    mkdirSync(o.execRoot, { recursive: true, mode: 0o755 });
+    const store = o.store ?? FileStore.open(join(o.dataRoot, "store"));
+    const host = Netlink.open();
+    const drivers = new Map<string, Driver>([
+      ["bridge", new BridgeDriver(host)],
+      ["host", new NoOpDriver("host")],
+      ["null", new NoOpDriver("null")],
+    ]);
+    const ipam = new Ipam({
+      defaultPools4: DEFAULT_POOLS4,
+      defaultPool6: defaultPool6(o.dataRoot),
+      reserved: [DEFAULT_BRIDGE_SUBNET],
+    });
+    const ctx = new EngineContext(
+      { dataRoot: o.dataRoot, execRoot: o.execRoot },
+      store,
+      ipam,
+      drivers,
+      new Firewall(runNft),
+      host,
+      new EventLog(),
+      o.dns,
+    );
+    const networks = new Networks(ctx);
+    const sandboxes = new Sandboxes(ctx.netnsDir());
+    const containers = new Containers(ctx, networks, sandboxes);
+    writeSysctl("net.ipv4.ip_forward", "1");
+    await ctx.lock.run(() => reconcile(ctx, networks, containers));
+    if ([...ctx.networks.values()].some((n) => n.enableIPv6)) writeSysctl("net.ipv6.conf.all.forwarding", "1");
+    return new Engine(ctx, networks, containers);
+  }
+
+  /** Stops following containers and closes sockets; containers and kernel state stay as they are. */
+  async close(): Promise<void> {
+    this.containers.shutdown();
+    await this.ctx.lock.run(async () => {
+      this.ctx.host.close();
+      await this.ctx.store.close();
+    });
+  }
+}

@@ -1,0 +1,275 @@
+import { BRIDGE_NAME, bridgeSettings, DEFAULT_BRIDGE, ENABLE_ICC, ENABLE_MASQUERADE, HOST_BINDING_IPV4, MTU } from "../drivers/bridge/bridge.js";
+import { ConflictError, ForbiddenError, InvalidParameterError, NotFoundError } from "../errors.js";
+import type { FirewallState } from "../firewall/model.js";
+import type { Pool } from "../ipam/index.js";
+import { log } from "../log.js";
+import type { EngineContext } from "./context.js";
+import { lookup, newId, shortId } from "./ids.js";
+import type { NetworkRecord, PoolRecord } from "./types.js";
+import { Undo } from "./undo.js";
+
+export interface IpamConfigRequest {
+  subnet?: string;
+  ipRange?: string;
+  gateway?: string;
+  auxAddresses?: Record<string, string>;
+}
+
+export interface NetworkCreateRequest {
+  name: string;
+  driver: string;
+  internal: boolean;
+  attachable: boolean;
+  enableIPv4: boolean;
+  enableIPv6: boolean;
+  options: Record<string, string>;
+  labels: Record<string, string>;
+  ipamDriver: string;
+  ipamOptions: Record<string, string>;
+  ipamConfig: IpamConfigRequest[];
+}
+
+const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+/** Drivers that have exactly one predefined network and no user-defined ones. */
+const SINGLETON_DRIVERS = new Set(["host", "null"]);
+export const DEFAULT_BRIDGE_DEVICE = "ctnet0";
+export const DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16";
+
+const familyOf = (cidr: string): 4 | 6 => (cidr.includes(":") ? 6 : 4);
+
+/** The part of the firewall's desired state that networks decide. */
+export function firewallState(networks: Iterable<NetworkRecord>): FirewallState {
+  const out: FirewallState = { networks: [] };
+  for (const n of networks) {
+    if (n.driver !== "bridge" || !n.device) continue;
+    const s = bridgeSettings(n);
+    out.networks.push({
+      id: n.id,
+      bridge: n.device,
+      subnets4: n.pools.filter((p) => p.family === 4).map((p) => p.subnet),
+      subnets6: n.pools.filter((p) => p.family === 6).map((p) => p.subnet),
+      internal: n.internal,
+      masquerade: s.masquerade,
+      icc: s.icc,
+    });
+  }
+  out.networks.sort((a, b) => a.id.localeCompare(b.id));
+  return out;
+}
+
+/** Network life cycle: create, remove, prune, and the predefined networks. */
+export class Networks {
+  constructor(private readonly ctx: EngineContext) {}
+
+  find(ref: string): NetworkRecord {
+    const n = lookup(this.ctx.networks.values(), ref, "network");
+    if (!n) throw new NotFoundError(`network ${ref} not found`);
+    return n;
+  }
+
+  tryFind(ref: string): NetworkRecord | undefined {
+    return lookup(this.ctx.networks.values(), ref, "network");
+  }
+
+  list(): NetworkRecord[] {
+    return [...this.ctx.networks.values()].sort((a, b) => a.created.localeCompare(b.created));
+  }
+
+  applyFirewall(): void {
+    this.ctx.firewall.update(firewallState(this.ctx.networks.values()));
+  }
+
+  create(req: NetworkCreateRequest): Promise<NetworkRecord> {
+    return this.ctx.lock.run(() => this.createLocked(req, false));
+  }
+
+  /** Creates bridge, host and none when the store does not have them yet (first start). */
+  async ensurePredefined(): Promise<void> {
+    const have = (driver: string) => [...this.ctx.networks.values()].some((n) => n.predefined && n.driver === driver);
+    const base = { internal: false, attachable: false, enableIPv4: true, enableIPv6: false, labels: {} };
+    const ipam = { ipamDriver: "default", ipamOptions: {} };
+    if (!have("bridge")) {
+      await this.createLocked(
+        {
+          ...base,
+          ...ipam,
+          name: "bridge",
+          driver: "bridge",
+          options: {
+            [DEFAULT_BRIDGE]: "true",
+            [ENABLE_ICC]: "true",
+            [ENABLE_MASQUERADE]: "true",
+            [HOST_BINDING_IPV4]: "0.0.0.0",
+            [BRIDGE_NAME]: DEFAULT_BRIDGE_DEVICE,
+            [MTU]: "1500",
+          },
+          ipamConfig: [{ subnet: DEFAULT_BRIDGE_SUBNET }],
+        },
+        true,
+      );
+    }
+    if (!have("host")) await this.createLocked({ ...base, ...ipam, enableIPv4: false, name: "host", driver: "host", options: {}, ipamConfig: [] }, true);
+    if (!have("null")) await this.createLocked({ ...base, ...ipam, enableIPv4: false, name: "none", driver: "null", options: {}, ipamConfig: [] }, true);
+  }
+
+  private async createLocked(req: NetworkCreateRequest, predefined: boolean): Promise<NetworkRecord> {
+    const ctx = this.ctx;
+    if (!NAME.test(req.name)) {
+      throw new InvalidParameterError(`invalid network name "${req.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+    }
+    if ([...ctx.networks.values()].some((n) => n.name === req.name)) {
+      throw new ConflictError(`network with name ${req.name} already exists`);
+    }
+    const driverName = req.driver || "bridge";
+    const driver = ctx.driver(driverName);
+    if (!predefined && SINGLETON_DRIVERS.has(driverName)) {
+      throw new ForbiddenError(`only one instance of "${driverName === "null" ? "none" : driverName}" network is allowed`);
+    }
+    if (req.ipamDriver && req.ipamDriver !== "default") throw new NotFoundError(`plugin "${req.ipamDriver}" not found`);
+    if (Object.keys(req.ipamOptions).length > 0) {
+      throw new InvalidParameterError(`unknown IPAM options: ${Object.keys(req.ipamOptions).join(", ")}`);
+    }
+    if (predefined && driverName !== "bridge" && req.ipamConfig.length > 0) {
+      throw new InvalidParameterError(`the ${driverName} driver takes no IPAM configuration`);
+    }
+    if (!predefined && req.options[DEFAULT_BRIDGE] !== undefined) {
+      throw new InvalidParameterError(`option ${DEFAULT_BRIDGE} is reserved for the predefined bridge network`);
+    }
+    if (!req.enableIPv4 && !req.enableIPv6 && !SINGLETON_DRIVERS.has(driverName)) {
+      throw new InvalidParameterError("a network must have IPv4 or IPv6 enabled");
+    }
+
+    const id = newId();
+    const requests = this.poolRequests(req);
+    const { options, device } = driver.validate(
+      { id, name: req.name, options: req.options, internal: req.internal, enableIPv6: req.enableIPv6 },
+      [...ctx.networks.values()],
+    );
+    const hostRoutes = await this.hostRoutes();
+    const undo = new Undo();
+    const pools: PoolRecord[] = [];
+    try {
+      for (const r of requests) {
+        const pool: Pool = ctx.ipam.requestPool(id, r.family, r.req, hostRoutes);
+        undo.push(() => ctx.ipam.releasePool(id, pool.subnet));
+        pools.push({ ...pool });
+      }
+      const net: NetworkRecord = {
+        id,
+        name: req.name,
+        driver: driverName,
+        scope: driver.scope,
+        created: new Date().toISOString(),
+        internal: req.internal,
+        attachable: req.attachable,
+        enableIPv4: req.enableIPv4 && !SINGLETON_DRIVERS.has(driverName),
+        enableIPv6: req.enableIPv6,
+        userSubnets: req.ipamConfig.some((c) => c.subnet !== undefined),
+        options,
+        labels: req.labels,
+        ipamOptions: req.ipamOptions,
+        pools,
+        predefined,
+        ...(device ? { device } : {}),
+      };
+      undo.push(() => driver.deleteNetwork(net));
+      await driver.createNetwork(net);
+      undo.push(async () => {
+        await ctx.store.delete(`networks/${id}`);
+        ctx.networks.delete(id);
+      });
+      await ctx.saveNetwork(net);
+      this.applyFirewall();
+      ctx.events.publish("network", "create", id, { name: net.name, type: net.driver });
+      return net;
+    } catch (err) {
+      await undo.run((e) => log.error({ err: e, network: req.name }, "rollback of network create failed"));
+      if (ctx.networks.size > 0) this.tryApplyFirewall();
+      throw err;
+    }
+  }
+
+  private tryApplyFirewall(): void {
+    try {
+      this.applyFirewall();
+    } catch (err) {
+      log.error({ err }, "cannot restore the firewall after a failed operation");
+    }
+  }
+
+  /** Splits the request's IPAM config by family, adding default pools where none was given. */
+  private poolRequests(req: NetworkCreateRequest): { family: 4 | 6; req: IpamConfigRequest }[] {
+    if (SINGLETON_DRIVERS.has(req.driver)) return [];
+    const out: { family: 4 | 6; req: IpamConfigRequest }[] = [];
+    for (const c of req.ipamConfig) {
+      if (!c.subnet) {
+        if (c.ipRange || c.gateway || (c.auxAddresses && Object.keys(c.auxAddresses).length > 0)) {
+          throw new InvalidParameterError("an --ip-range, --gateway or --aux-address needs a --subnet");
+        }
+        continue;
+      }
+      const family = familyOf(c.subnet);
+      if (family === 6 && !req.enableIPv6) {
+        throw new InvalidParameterError(`IPv6 subnet ${c.subnet} given, but IPv6 is not enabled on the network (use --ipv6)`);
+      }
+      if (family === 4 && !req.enableIPv4) {
+        throw new InvalidParameterError(`IPv4 subnet ${c.subnet} given, but IPv4 is disabled on the network`);
+      }
+      out.push({ family, req: c });
+    }
+    if (req.enableIPv4 && !out.some((r) => r.family === 4)) out.push({ family: 4, req: {} });
+    if (req.enableIPv6 && !out.some((r) => r.family === 6)) out.push({ family: 6, req: {} });
+    return out;
+  }
+
+  /** Routes on the host that a default pool must not overlap (Docker's rule: explicit subnets may). */
+  private async hostRoutes(): Promise<string[]> {
+    const owned = new Set([...this.ctx.networks.values()].map((n) => n.device).filter(Boolean));
+    const routes = [...(await this.ctx.host.listRoutes(4)), ...(await this.ctx.host.listRoutes(6))];
+    return routes.filter((r) => r.dst !== "default" && !(r.dev && owned.has(r.dev))).map((r) => r.dst);
+  }
+
+  remove(ref: string): Promise<void> {
+    return this.ctx.lock.run(async () => {
+      const net = this.find(ref);
+      if (net.predefined) {
+        throw new ForbiddenError(`${net.name} is a pre-defined network and cannot be removed`);
+      }
+      const active = this.ctx.endpointsOn(net.id);
+      if (active.length > 0) {
+        const names = active.map((e) => this.ctx.containers.get(e.containerId)?.name ?? e.containerId).join(", ");
+        throw new ForbiddenError(`error while removing network: network ${net.name} id ${net.id} has active endpoints (${names})`);
+      }
+      await this.removeLocked(net);
+    });
+  }
+
+  private async removeLocked(net: NetworkRecord): Promise<void> {
+    const ctx = this.ctx;
+    // The store goes first: if the daemon dies after this line, start-up finds the bridge without
+    // its record and removes it as a leftover.
+    await ctx.store.delete(`networks/${net.id}`);
+    ctx.networks.delete(net.id);
+    this.tryApplyFirewall();
+    await ctx.driver(net.driver).deleteNetwork(net);
+    for (const p of net.pools) ctx.ipam.releasePool(net.id, p.subnet);
+    ctx.events.publish("network", "destroy", net.id, { name: net.name, type: net.driver });
+  }
+
+  /** Removes every user-defined network without endpoints; returns the names removed. */
+  prune(filter: (n: NetworkRecord) => boolean): Promise<string[]> {
+    return this.ctx.lock.run(async () => {
+      const removed: string[] = [];
+      for (const net of this.list()) {
+        if (net.predefined || !filter(net) || this.ctx.endpointsOn(net.id).length > 0) continue;
+        await this.removeLocked(net);
+        removed.push(net.name);
+      }
+      return removed;
+    });
+  }
+
+  describe(net: NetworkRecord): string {
+    return `${net.name} (${shortId(net.id)})`;
+  }
+}

@@ -1,0 +1,142 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { SystemError } from "../errors.js";
+
+const INIT = fileURLToPath(new URL("../../libexec/ctnet-init", import.meta.url));
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+export interface LaunchSpec {
+  cmd: string[];
+  env: string[];
+  hostname: string;
+  /** network namespace to run in; undefined runs in the daemon's own (--net host) */
+  netnsPath?: string;
+  /** files bind-mounted over /etc/hosts, /etc/resolv.conf and /etc/hostname ("" keeps the host's) */
+  hostsPath: string;
+  resolvPath: string;
+  hostnamePath: string;
+  logPath: string;
+  exitFile: string;
+}
+
+export interface Launched {
+  pid: number;
+  pidStartTime: number;
+  runnerPid: number;
+  child: ChildProcess;
+}
+
+/** Field 22 of /proc/PID/stat: tells our process apart from a later one that reuses its pid. */
+export function processStartTime(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[19]);
+  } catch {
+    return undefined;
+  }
+}
+
+export function isAlive(pid: number, startTime: number): boolean {
+  if (pid <= 0) return false;
+  const now = processStartTime(pid);
+  if (now !== startTime) return false;
+  // A zombie has exited: only its parent's wait is missing.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+export function readExitCode(exitFile: string): number | undefined {
+  try {
+    const n = Number.parseInt(readFileSync(exitFile, "utf8").trim(), 10);
+    return Number.isNaN(n) ? undefined : n;
+  } catch {
+    return undefined;
+  }
+}
+
+function firstChild(pid: number): number | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim();
+    return text ? Number(text.split(" ")[0]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Starts a container's process tree with standard tools: nsenter(1) joins the sandbox's network
+ * namespace, unshare(1) makes the rest and forks our init as PID 1. unshare's --kill-child ties the
+ * container's life to the unshare process, so killing that one process always ends the container.
+ * The tree is detached from the daemon, so containers outlive a daemon restart.
+ */
+export async function launch(spec: LaunchSpec): Promise<Launched> {
+  if (spec.cmd.length === 0) throw new SystemError("no command given for the container");
+  const ownUts = spec.netnsPath !== undefined;
+  const unshare = ["unshare", "--fork", "--pid", "--mount-proc", "--mount", "--ipc", "--kill-child"];
+  if (ownUts) unshare.push("--uts");
+  const init = [
+    INIT,
+    spec.hostsPath,
+    spec.resolvPath,
+    spec.hostnamePath,
+    ownUts ? spec.hostname : "",
+    spec.exitFile,
+    ...spec.cmd,
+  ];
+  const argv = spec.netnsPath ? ["nsenter", `--net=${spec.netnsPath}`, "--", ...unshare, "--", ...init] : [...unshare, "--", ...init];
+  const env: Record<string, string> = { PATH: DEFAULT_PATH, HOSTNAME: spec.hostname };
+  for (const kv of spec.env) {
+    const eq = kv.indexOf("=");
+    if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const log = openSync(spec.logPath, "a", 0o640);
+  let child: ChildProcess;
+  try {
+    child = spawn(argv[0] as string, argv.slice(1), { detached: true, stdio: ["ignore", log, log], env });
+  } finally {
+    closeSync(log);
+  }
+  const runnerPid = child.pid;
+  if (runnerPid === undefined) {
+    const err = await new Promise<Error>((resolve) => child.once("error", resolve));
+    throw new SystemError(`cannot start the container process: ${err.message}`);
+  }
+  child.unref();
+  let exited = false;
+  child.once("exit", () => {
+    exited = true;
+  });
+  // unshare forks our init a moment after it starts; its pid is what Docker calls State.Pid.
+  for (let i = 0; i < 400 && !exited; i++) {
+    const pid = firstChild(runnerPid);
+    if (pid) {
+      const pidStartTime = processStartTime(pid);
+      if (pidStartTime !== undefined) return { pid, pidStartTime, runnerPid, child };
+    }
+    await sleep(i < 20 ? 1 : 10);
+  }
+  try {
+    process.kill(runnerPid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+  const tail = readFileSync(spec.logPath, "utf8").split("\n").slice(-5).join("\n").trim();
+  throw new SystemError(`the container process did not start${tail ? `: ${tail}` : ""}`);
+}
+
+export function sendSignal(pid: number, signal: NodeJS.Signals | number): boolean {
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * A ctnet daemon for one integration test: its own host network namespace, data and exec roots
+ * and socket, all under a fresh temporary directory. `destroy()` removes every container and
+ * network it made, stops the daemon, deletes the namespace and checks that nothing is left.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { request } from "node:http";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type ExecResult, makeTestNetns, type TestNetns } from "./netns.js";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+export const CTNET = join(ROOT, "bin", "ctnet");
+const MAIN = join(ROOT, "dist", "cli", "main.js");
+
+export interface ApiResponse {
+  status: number;
+  body: unknown;
+  text: string;
+}
+
+export class TestDaemon {
+  private proc: ChildProcess | undefined;
+  readonly dataRoot: string;
+  readonly execRoot: string;
+  readonly socket: string;
+  readonly host: string;
+  log = "";
+
+  private constructor(
+    readonly ns: TestNetns,
+    readonly dir: string,
+  ) {
+    this.dataRoot = join(dir, "data");
+    this.execRoot = join(dir, "exec");
+    this.socket = join(dir, "ctnet.sock");
+    this.host = `unix://${this.socket}`;
+  }
+
+  static async start(prefix: string): Promise<TestDaemon> {
+    const ns = makeTestNetns(prefix);
+    const dir = mkdtempSync(`/tmp/ctnet-test-${prefix}-`);
+    const d = new TestDaemon(ns, dir);
+    try {
+      await d.spawnDaemon();
+    } catch (err) {
+      d.ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return d;
+  }
+
+  /** Starts (or restarts) the daemon process and waits until it answers. */
+  async spawnDaemon(): Promise<void> {
+    const args = [`--net=${this.ns.path}`, "--", process.execPath, MAIN, "daemon", "--data-root", this.dataRoot, "--exec-root", this.execRoot, "-H", this.host];
+    const proc = spawn("nsenter", args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, CTNET_LOG_LEVEL: "info" } });
+    this.proc = proc;
+    proc.stderr?.on("data", (b: Buffer) => {
+      this.log += b.toString();
+    });
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      if (proc.exitCode !== null) throw new Error(`daemon exited (${proc.exitCode}):\n${this.log}`);
+      try {
+        const r = await this.api("GET", "/_ping");
+        if (r.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`daemon did not answer within 15 s:\n${this.log}`);
+  }
+
+  /** Kills the daemon the hard way (a crash); containers keep running. */
+  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((r) => proc.once("exit", r));
+    proc.kill(signal);
+    await exited;
+    this.proc = undefined;
+  }
+
+  api(method: string, path: string, body?: unknown): Promise<ApiResponse> {
+    return new Promise((resolve, reject) => {
+      const data = body === undefined ? undefined : JSON.stringify(body);
+      const req = request(
+        { socketPath: this.socket, method, path, headers: data ? { "Content-Type": "application/json" } : {} },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString();
+            let parsed: unknown = text;
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              // not JSON: keep the text
+            }
+            resolve({ status: res.statusCode ?? 0, body: parsed, text });
+          });
+        },
+      );
+      req.on("error", reject);
+      req.end(data);
+    });
+  }
+
+  /** Runs the ctnet CLI against this daemon (from outside its namespace, as a user on the host would). */
+  cli(args: string[], opts: { input?: string; timeout?: number } = {}): ExecResult {
+    const r = spawnSync(CTNET, args, { encoding: "utf8", env: { ...process.env, CTNET_HOST: this.host }, timeout: opts.timeout ?? 60_000, input: opts.input });
+    return { stdout: r.stdout, stderr: r.stderr, status: r.status };
+  }
+
+  /** Like cli() but fails the test on a non-zero exit. */
+  ok(args: string[]): string {
+    const r = this.cli(args);
+    if (r.status !== 0) throw new Error(`ctnet ${args.join(" ")} exited ${r.status}: ${r.stderr}${r.stdout}`);
+    return r.stdout.trim();
+  }
+
+  /** Runs a command inside a running container's namespaces. */
+  exec(container: string, cmd: string[], timeout = 20_000): ExecResult {
+    return this.cli(["exec", container, ...cmd], { timeout });
+  }
+
+  /** Runs a command in the daemon's host namespace. */
+  hostExec(cmd: string[]): ExecResult {
+    return this.ns.exec(cmd);
+  }
+
+  /**
+   * Removes everything, then checks for leaks: no sandbox mounts under the test's directory, no
+   * container processes left. Throws if something leaked.
+   */
+  async destroy(): Promise<void> {
+    const problems: string[] = [];
+    try {
+      if (!this.proc) await this.spawnDaemon();
+      const list = await this.api("GET", "/containers/json?all=1");
+      for (const c of (list.body as { Id: string }[]) ?? []) {
+        const r = await this.api("DELETE", `/containers/${c.Id}?force=1`);
+        if (r.status !== 204 && r.status !== 404) problems.push(`rm ${c.Id}: ${r.text}`);
+      }
+      const nets = await this.api("GET", "/networks");
+      for (const n of (nets.body as { Id: string; Name: string }[]) ?? []) {
+        if (["bridge", "host", "none"].includes(n.Name)) continue;
+        const r = await this.api("DELETE", `/networks/${n.Id}`);
+        if (r.status !== 204 && r.status !== 404) problems.push(`network rm ${n.Name}: ${r.text}`);
+      }
+    } catch (err) {
+      problems.push(`cleanup through the API failed: ${(err as Error).message}`);
+    }
+    await this.kill("SIGTERM");
+    const mounts = readFileSync("/proc/self/mountinfo", "utf8")
+      .split("\n")
+      .filter((l) => l.includes(this.dir));
+    if (mounts.length > 0) {
+      problems.push(`mounts left: ${mounts.join("; ")}`);
+      for (const l of mounts) spawnSync("umount", ["-l", l.split(" ")[4] ?? ""]);
+    }
+    this.ns.destroy();
+    if (existsSync(this.dir)) rmSync(this.dir, { recursive: true, force: true });
+    if (problems.length > 0) throw new Error(`test daemon cleanup found problems:\n${problems.join("\n")}\n--- daemon log ---\n${this.log.slice(-4000)}`);
+  }
+}
