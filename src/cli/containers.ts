@@ -178,16 +178,20 @@ function registerRun(program: Command): void {
       } catch (err) {
         throw new ExitError(`ctnet: ${describeError(err)}`, 125);
       }
+      // A foreground container's log is followed from before its start, so that even a --rm
+      // container that exits at once cannot lose its output.
+      const foreground = waiting ? await followLogs(client, id) : undefined;
       try {
         await client.containerStart(id);
       } catch (err) {
+        foreground?.abort.abort();
         throw new ExitError(`ctnet: ${describeError(err)}`, startFailureCode(err));
       }
-      if (!waiting) {
+      if (!waiting || !foreground) {
         print(id);
         return;
       }
-      process.exitCode = await runForeground(client, id, waiting);
+      process.exitCode = await runForeground(client, id, waiting, foreground);
     });
 }
 
@@ -199,27 +203,43 @@ function startFailureCode(err: unknown): number {
   return 125;
 }
 
+interface FollowedLogs {
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+/** Starts following a container's log and resolves once the daemon has the stream open. */
+async function followLogs(client: Client, id: string): Promise<FollowedLogs> {
+  const abort = new AbortController();
+  let opened = () => {};
+  const open = new Promise<void>((resolve) => {
+    opened = resolve;
+  });
+  const done = client
+    .containerLogs(
+      id,
+      { follow: true, tty: false, signal: abort.signal, onOpen: () => opened() },
+      { stdout: process.stdout, stderr: process.stderr },
+    )
+    .catch((err) => {
+      if (!isNotFound(err)) process.stderr.write(`${describeError(err)}\n`);
+    })
+    .finally(() => opened());
+  await open;
+  return { abort, done };
+}
+
 /**
- * Streams the logs of a started container until it exits, forwarding signals to it, and returns
- * its exit code. Output comes from following the logs, not from attaching (the API's attach
- * endpoint is not served yet), so an auto-removed container that exits before the log request
- * arrives may lose its output.
+ * Waits for a started container to exit while its followed log is printed, forwarding signals
+ * to it, and returns its exit code.
  */
 async function runForeground(
   client: Client,
   id: string,
   waiting: Promise<ContainerWaitResponse>,
+  followed: FollowedLogs,
 ): Promise<number> {
-  const abort = new AbortController();
-  const logs = client
-    .containerLogs(
-      id,
-      { follow: true, tty: false, signal: abort.signal },
-      { stdout: process.stdout, stderr: process.stderr },
-    )
-    .catch((err) => {
-      if (!isNotFound(err)) process.stderr.write(`${describeError(err)}\n`);
-    });
+  const { abort, done: logs } = followed;
   const forward = (signal: NodeJS.Signals) => {
     client.containerKill(id, signal).catch(() => {});
   };

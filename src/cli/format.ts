@@ -81,9 +81,10 @@ export function ellipsis(s: string, maxLength: number): string {
 
 /** `0.0.0.0:8080->80/tcp, 53/udp`: published ports with their host side, exposed ones alone. */
 export function formatPorts(ports: PortSummary[] | undefined): string {
+  // Code-point order, not locale order, so IPv4 bindings come before IPv6 ones as in docker.
+  const cmp = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
   const sorted = [...(ports ?? [])].sort(
-    (a, b) =>
-      a.PrivatePort - b.PrivatePort || a.Type.localeCompare(b.Type) || (a.IP ?? "").localeCompare(b.IP ?? ""),
+    (a, b) => a.PrivatePort - b.PrivatePort || cmp(a.Type, b.Type) || cmp(a.IP ?? "", b.IP ?? ""),
   );
   const seen = new Set<string>();
   const out: string[] = [];

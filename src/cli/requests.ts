@@ -86,6 +86,7 @@ export function ipamConfigs(
   }
   const configs = new Map<string, IPAMConfig & { AuxiliaryAddresses: Record<string, string> }>();
   for (const s of subnets) {
+    if (!ipaddr.isValidCIDR(s)) throw new UsageError(`invalid subnet ${s}: invalid CIDR address`);
     for (const other of configs.keys()) {
       if (subnetContains(s, other) || subnetContains(other, s)) {
         throw new UsageError("multiple overlapping subnet configuration is not supported");
@@ -93,13 +94,19 @@ export function ipamConfigs(
     }
     configs.set(s, { Subnet: s, AuxiliaryAddresses: {} });
   }
-  const assign = (value: string, field: "IPRange" | "Gateway", what: string, clash: string) => {
+  const assign = (
+    value: string,
+    field: "IPRange" | "Gateway",
+    what: string,
+    plural: string,
+    preposition: string,
+  ) => {
     let matched = false;
     for (const [s, cfg] of configs) {
       if (!subnetContains(s, value)) continue;
       if (cfg[field]) {
         throw new UsageError(
-          `cannot configure multiple ${clash} (${value}, ${cfg[field]}) the same subnet (${s})`,
+          `cannot configure multiple ${plural} (${value}, ${cfg[field]}) ${preposition} the same subnet (${s})`,
         );
       }
       cfg[field] = value;
@@ -107,8 +114,8 @@ export function ipamConfigs(
     }
     if (!matched) throw new UsageError(`no matching subnet for ${what} ${value}`);
   };
-  for (const r of ranges) assign(r, "IPRange", "range", "ranges on");
-  for (const g of gateways) assign(g, "Gateway", "gateway", "gateways for");
+  for (const r of ranges) assign(r, "IPRange", "range", "ranges", "on");
+  for (const g of gateways) assign(g, "Gateway", "gateway", "gateways", "for");
   for (const [name, addr] of Object.entries(parseKeyValues(o.auxAddress))) {
     if (!addr) throw new UsageError(`invalid aux-address ${name}: expected NAME=IP`);
     let matched = false;

@@ -110,6 +110,8 @@ export interface LogsOptions {
   tty?: boolean;
   /** Aborting ends a followed stream early; the promise then resolves. */
   signal?: AbortSignal;
+  /** called once the daemon has answered, i.e. the stream is in place */
+  onOpen?: () => void;
 }
 
 export interface LogsOutput {
@@ -245,6 +247,7 @@ export class Client {
       throw err;
     }
     if ((res.statusCode ?? 500) >= 400) throw await apiErrorFrom(res);
+    options.onOpen?.();
 
     const contentType = res.headers["content-type"] ?? "";
     const multiplexed = contentType.includes("multiplexed-stream")

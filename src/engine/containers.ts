@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import ipaddr from "ipaddr.js";
+import { bridgeSettings } from "../drivers/bridge/bridge.js";
 import type { SandboxHandle } from "../drivers/driver.js";
 import { ConflictError, ForbiddenError, InvalidParameterError, NotFoundError } from "../errors.js";
 import { macFromIPv4, NoAvailableAddressError } from "../ipam/index.js";
@@ -139,7 +140,10 @@ export class Containers {
         state: { status: "created", pid: 0, pidStartTime: 0, runnerPid: 0, exitCode: 0, error: "", startedAt: ZERO_TIME, finishedAt: ZERO_TIME },
         sandboxPath: "",
       };
+
       mkdirSync(ctx.containerDataDir(id), { recursive: true, mode: 0o700 });
+      // Made now so that a client can follow the log before the container starts.
+      writeFileSync(this.logPath(c), "", { mode: 0o640 });
       await ctx.saveContainer(c);
       ctx.events.publish("container", "create", id, { name });
       return c;
@@ -276,9 +280,16 @@ export class Containers {
         order: existing.reduce((m, e) => Math.max(m, e.order + 1), 0),
       };
       const defaultRoute = !net.internal && this.gatewayEndpoint(c.id) === undefined;
+      // Recorded before the kernel work: a crash in between leaves a record whose interface is
+      // missing, which start-up repairs, rather than an interface nobody knows about.
+      await ctx.saveEndpoint(ep);
+      undo.push(() => ctx.dropEndpoint(ep.id));
+      if (this.firewallTracksPorts(net)) {
+        undo.push(() => this.networks.applyFirewall());
+        this.networks.applyFirewall();
+      }
       await driver.join(net, ep, sandbox, defaultRoute);
       undo.push(() => driver.leave(net, ep));
-      await ctx.saveEndpoint(ep);
       ctx.events.publish("network", "connect", net.id, { container: c.id, name: net.name, type: net.driver });
       return ep;
     } catch (err) {
@@ -297,6 +308,12 @@ export class Containers {
       this.ctx.events.publish("network", "disconnect", net.id, { container: ep.containerId, name: net.name, type: net.driver });
     }
     await this.ctx.dropEndpoint(ep.id);
+    if (net && this.firewallTracksPorts(net)) this.networks.applyFirewall();
+  }
+
+  /** Only networks with ICC off name their ports in the firewall; others cost no rule change per endpoint. */
+  private firewallTracksPorts(net: NetworkRecord): boolean {
+    return net.driver === "bridge" && !bridgeSettings(net).icc;
   }
 
   connect(netRef: string, containerRef: string, r: EndpointRequest): Promise<void> {
@@ -312,12 +329,17 @@ export class Containers {
         throw new ForbiddenError(`endpoint with name ${c.name} already exists in network ${net.name}`);
       }
       const att = this.attachmentFor(net, r);
-      if (c.state.status === "running") {
-        await this.connectEndpoint(c, att, this.sandboxes.handle(c.sandboxPath));
-        this.writeHostsFile(c);
-      }
       c.attachments.push(att);
       await this.ctx.saveContainer(c);
+      if (c.state.status !== "running") return;
+      try {
+        await this.connectEndpoint(c, att, this.sandboxes.handle(c.sandboxPath));
+      } catch (err) {
+        c.attachments = c.attachments.filter((a) => a !== att);
+        await this.ctx.saveContainer(c);
+        throw err;
+      }
+      this.writeHostsFile(c);
     });
   }
 

@@ -5,7 +5,7 @@ import type { Pool } from "../ipam/index.js";
 import { log } from "../log.js";
 import type { EngineContext } from "./context.js";
 import { lookup, newId, shortId } from "./ids.js";
-import type { NetworkRecord, PoolRecord } from "./types.js";
+import type { EndpointRecord, NetworkRecord, PoolRecord } from "./types.js";
 import { Undo } from "./undo.js";
 
 export interface IpamConfigRequest {
@@ -38,11 +38,14 @@ export const DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16";
 const familyOf = (cidr: string): 4 | 6 => (cidr.includes(":") ? 6 : 4);
 
 /** The part of the firewall's desired state that networks decide. */
-export function firewallState(networks: Iterable<NetworkRecord>): FirewallState {
+export function firewallState(networks: Iterable<NetworkRecord>, endpoints: Iterable<EndpointRecord>): FirewallState {
   const out: FirewallState = { networks: [] };
+  const eps = [...endpoints];
   for (const n of networks) {
     if (n.driver !== "bridge" || !n.device) continue;
     const s = bridgeSettings(n);
+    // With ICC off the bridge table drops IP between the network's ports, so it needs their names.
+    const ports = s.icc ? undefined : eps.filter((e) => e.networkId === n.id).map((e) => e.hostIfname).sort();
     out.networks.push({
       id: n.id,
       bridge: n.device,
@@ -51,6 +54,7 @@ export function firewallState(networks: Iterable<NetworkRecord>): FirewallState 
       internal: n.internal,
       masquerade: s.masquerade,
       icc: s.icc,
+      ...(ports ? { ports } : {}),
     });
   }
   out.networks.sort((a, b) => a.id.localeCompare(b.id));
@@ -76,7 +80,7 @@ export class Networks {
   }
 
   applyFirewall(): void {
-    this.ctx.firewall.update(firewallState(this.ctx.networks.values()));
+    this.ctx.firewall.update(firewallState(this.ctx.networks.values(), this.ctx.endpoints.values()));
   }
 
   create(req: NetworkCreateRequest): Promise<NetworkRecord> {

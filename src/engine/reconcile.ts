@@ -52,7 +52,7 @@ export async function reconcile(ctx: EngineContext, networks: Networks, containe
     await containers.adopt(c);
   }
   removeLeftoverNetns(ctx);
-  ctx.firewall.load(firewallState(ctx.networks.values()));
+  ctx.firewall.load(firewallState(ctx.networks.values(), ctx.endpoints.values()));
 }
 
 async function removeLeftoverLinks(ctx: EngineContext): Promise<void> {

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import type { ServerResponse } from "node:http";
 import type { Engine } from "../../engine/engine.js";
 import type { EngineEvent } from "../../engine/events.js";
@@ -78,22 +78,25 @@ export function containerRoutes(router: Router, engine: Engine): void {
     }
     // The status line goes out at once (as Docker does) so a client can start the container after.
     res.writeHead(200, { "Content-Type": "application/json" });
+    res.flushHeaders();
     if (condition === "not-running" && c.state.status !== "running") {
       res.end(`${JSON.stringify({ StatusCode: c.state.exitCode, Error: null })}\n`);
       return;
     }
     const code = await new Promise<number>((resolve) => {
+      let exitCode = c.state.exitCode;
+      const finish = () => {
+        ctx.events.off("event", on);
+        resolve(exitCode);
+      };
       const on = (e: EngineEvent) => {
         if (e.Actor.ID !== c.id) return;
-        if (e.Action === "die" && condition !== "removed") done(Number(e.Actor.Attributes.exitCode ?? 0));
-        if (e.Action === "destroy") done(ctx.containers.get(c.id)?.state.exitCode ?? c.state.exitCode);
-      };
-      let last = 0;
-      const done = (n: number) => {
-        last = n;
-        if (condition === "removed" && ctx.containers.has(c.id)) return;
-        ctx.events.off("event", on);
-        resolve(last);
+        if (e.Action === "die") {
+          exitCode = Number(e.Actor.Attributes.exitCode ?? 0);
+          if (condition !== "removed") finish();
+        } else if (e.Action === "destroy") {
+          finish();
+        }
       };
       ctx.events.on("event", on);
       req.raw.on("close", () => ctx.events.off("event", on));
@@ -106,8 +109,13 @@ export function containerRoutes(router: Router, engine: Engine): void {
     if (!queryBool(req.query, "stdout") && !queryBool(req.query, "stderr")) {
       throw new InvalidParameterError("you must choose at least one stream");
     }
-    streamLogs(res, containers.logPath(c), queryBool(req.query, "follow") ? () => ctx.containers.get(c.id)?.state.status === "running" : undefined, req.raw);
+    streamLogs(res, containers.logPath(c), queryBool(req.query, "follow") ? () => stillWriting(ctx.containers.get(c.id)) : undefined, req.raw);
   });
+}
+
+/** A created container will write once started; a running one may write more. */
+function stillWriting(c: ContainerRecord | undefined): boolean {
+  return c !== undefined && (c.state.status === "created" || c.state.status === "running");
 }
 
 function timeoutParam(q: URLSearchParams): number | undefined {
@@ -121,52 +129,57 @@ function timeoutParam(q: URLSearchParams): number | undefined {
 /**
  * Sends a log file in Docker's multiplexed stream format (8-byte frame header: stream 1 =
  * stdout). The container's stdout and stderr share one file, so everything is sent as stdout.
- * With `following`, keeps reading while it says the container runs.
+ * With `following`, keeps reading while it says the container may still write. The file is opened
+ * once, so what a container wrote stays readable even when --rm removes the file at its exit.
  */
 function streamLogs(res: ServerResponse, path: string, following: (() => boolean) | undefined, raw: NodeJS.EventEmitter): void {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch {
+    res.writeHead(200, { "Content-Type": "application/vnd.docker.multiplexed-stream" });
+    res.end();
+    return;
+  }
   res.writeHead(200, { "Content-Type": "application/vnd.docker.multiplexed-stream" });
+  res.flushHeaders();
   let offset = 0;
   let closed = false;
   raw.on("close", () => {
     closed = true;
   });
-  const pump = (): boolean => {
-    let size = 0;
-    try {
-      size = statSync(path).size;
-    } catch {
-      return false;
+  const pump = () => {
+    const size = fstatSync(fd).size;
+    while (offset < size) {
+      const buf = Buffer.alloc(Math.min(size - offset, 64 * 1024));
+      const n = readSync(fd, buf, 0, buf.length, offset);
+      if (n <= 0) break;
+      const header = Buffer.alloc(8);
+      header[0] = 1;
+      header.writeUInt32BE(n, 4);
+      res.write(header);
+      res.write(buf.subarray(0, n));
+      offset += n;
     }
-    if (size <= offset) return false;
-    const fd = openSync(path, "r");
-    try {
-      while (offset < size) {
-        const buf = Buffer.alloc(Math.min(size - offset, 64 * 1024));
-        const n = readSync(fd, buf, 0, buf.length, offset);
-        if (n <= 0) break;
-        const header = Buffer.alloc(8);
-        header[0] = 1;
-        header.writeUInt32BE(n, 4);
-        res.write(header);
-        res.write(buf.subarray(0, n));
-        offset += n;
-      }
-    } finally {
-      closeSync(fd);
-    }
-    return true;
+  };
+  const finish = () => {
+    closeSync(fd);
+    res.end();
   };
   pump();
   if (!following) {
-    res.end();
+    finish();
     return;
   }
   const tick = () => {
-    if (closed) return;
-    const running = following();
+    if (closed) {
+      closeSync(fd);
+      return;
+    }
+    const more = following();
     pump();
-    if (!running) {
-      res.end();
+    if (!more) {
+      finish();
       return;
     }
     setTimeout(tick, FOLLOW_POLL_MS);

@@ -72,6 +72,7 @@ export function systemRoutes(router: Router, engine: Engine): void {
 
   router.on("GET", "/events", (req, res) => {
     res.writeHead(200, { "Content-Type": "application/json" });
+    res.flushHeaders();
     const send = (e: EngineEvent) => res.write(`${JSON.stringify({ ...e, status: e.Action, id: e.Actor.ID, from: "" })}\n`);
     engine.ctx.events.on("event", send);
     const until = Number(req.query.get("until"));
