@@ -12,10 +12,13 @@ export function parseFilters(raw: string | null, allowed: readonly string[]): Fi
   } catch {
     throw new InvalidParameterError(`invalid filters: ${raw}`);
   }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new InvalidParameterError(`invalid filters: ${raw}`);
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    throw new InvalidParameterError(`invalid filters: ${raw}`);
   for (const [key, value] of Object.entries(parsed)) {
     if (!allowed.includes(key)) throw new InvalidParameterError(`invalid filter '${key}'`);
-    const values = Array.isArray(value) ? value.map(String) : Object.keys(value as object).filter((k) => (value as Record<string, unknown>)[k]);
+    const values = Array.isArray(value)
+      ? value.map(String)
+      : Object.keys(value as object).filter((k) => (value as Record<string, unknown>)[k]);
     out.set(key, values);
   }
   return out;
@@ -40,7 +43,11 @@ export function matchesLabels(wanted: string[], labels: Record<string, string>):
 }
 
 /** Every filter key must match one of its values (Docker's OR within a key, AND across keys). */
-export function applyFilters<T>(items: T[], filters: Filters, tests: Record<string, (item: T, value: string) => boolean>): T[] {
+export function applyFilters<T>(
+  items: T[],
+  filters: Filters,
+  tests: Record<string, (item: T, value: string) => boolean>,
+): T[] {
   return items.filter((item) =>
     [...filters].every(([key, values]) => {
       if (key === "label") return tests.label ? values.every((v) => tests.label?.(item, v)) : true;

@@ -39,7 +39,10 @@ export class Router {
   }
 
   /** Finds the handler; `allowed` lists the methods of a path that exists under another method. */
-  match(method: string, url: string): { handler?: Handler; request?: Omit<ApiRequest, "raw" | "body">; allowed: string[] } {
+  match(
+    method: string,
+    url: string,
+  ): { handler?: Handler; request?: Omit<ApiRequest, "raw" | "body">; allowed: string[] } {
     const parsed = new URL(url, "http://ctnet");
     const path = parsed.pathname.replace(VERSION_PREFIX, "");
     const allowed: string[] = [];

@@ -9,8 +9,14 @@ import { InvalidParameterError } from "../errors.js";
  * honour yet is refused with a clear message instead of being ignored.
  */
 
-const stringMap = z.record(z.string(), z.string()).nullish().transform((v) => v ?? {});
-const stringList = z.array(z.string()).nullish().transform((v) => v ?? []);
+const stringMap = z
+  .record(z.string(), z.string())
+  .nullish()
+  .transform((v) => v ?? {});
+const stringList = z
+  .array(z.string())
+  .nullish()
+  .transform((v) => v ?? []);
 
 const ipamConfig = z.looseObject({
   Subnet: z.string().optional(),
@@ -44,8 +50,10 @@ export const networkCreateSchema = z.looseObject({
 export function toNetworkCreate(body: unknown): NetworkCreateRequest {
   const b = parse(networkCreateSchema, body);
   if (b.Ingress) throw new InvalidParameterError("ingress networks are not supported yet");
-  if (b.ConfigOnly || b.ConfigFrom?.Network) throw new InvalidParameterError("config-only networks are not supported");
-  if (b.Scope && b.Scope !== "local") throw new InvalidParameterError(`scope ${b.Scope} is not supported on a single host`);
+  if (b.ConfigOnly || b.ConfigFrom?.Network)
+    throw new InvalidParameterError("config-only networks are not supported");
+  if (b.Scope && b.Scope !== "local")
+    throw new InvalidParameterError(`scope ${b.Scope} is not supported on a single host`);
   return {
     name: b.Name,
     driver: b.Driver || "bridge",
@@ -79,10 +87,14 @@ const endpointSettings = z
   .nullish();
 
 export function toEndpointRequest(e: z.infer<typeof endpointSettings>): EndpointRequest {
-  if (e?.Links && e.Links.length > 0) throw new InvalidParameterError("legacy container links are not supported");
-  if (e?.MacAddress) throw new InvalidParameterError("setting a container's MAC address is not supported yet");
+  if (e?.Links && e.Links.length > 0)
+    throw new InvalidParameterError("legacy container links are not supported");
+  if (e?.MacAddress)
+    throw new InvalidParameterError("setting a container's MAC address is not supported yet");
   if (e?.DriverOpts && Object.keys(e.DriverOpts).length > 0) {
-    throw new InvalidParameterError(`unknown endpoint driver options: ${Object.keys(e.DriverOpts).join(", ")}`);
+    throw new InvalidParameterError(
+      `unknown endpoint driver options: ${Object.keys(e.DriverOpts).join(", ")}`,
+    );
   }
   return {
     ...(e?.IPAMConfig?.IPv4Address ? { ipv4: e.IPAMConfig.IPv4Address } : {}),
@@ -107,7 +119,12 @@ const command = z
   .transform((v) => (v === null || v === undefined ? [] : Array.isArray(v) ? v : [v]));
 
 const emptyish = (v: unknown) =>
-  v === undefined || v === null || v === "" || v === false || (Array.isArray(v) && v.length === 0) || (typeof v === "object" && v !== null && Object.keys(v).length === 0);
+  v === undefined ||
+  v === null ||
+  v === "" ||
+  v === false ||
+  (Array.isArray(v) && v.length === 0) ||
+  (typeof v === "object" && v !== null && Object.keys(v).length === 0);
 
 export const containerCreateSchema = z.looseObject({
   Hostname: z.string().optional().default(""),
@@ -135,7 +152,9 @@ export const containerCreateSchema = z.looseObject({
       ExtraHosts: stringList,
     })
     .nullish(),
-  NetworkingConfig: z.looseObject({ EndpointsConfig: z.record(z.string(), endpointSettings).nullish() }).nullish(),
+  NetworkingConfig: z
+    .looseObject({ EndpointsConfig: z.record(z.string(), endpointSettings).nullish() })
+    .nullish(),
 });
 
 export function toContainerCreate(body: unknown, name: string | null): ContainerCreateRequest {
@@ -155,10 +174,12 @@ export function toContainerCreate(body: unknown, name: string | null): Container
     ["DNS options (--dns-option)", h?.DnsOptions],
   ];
   for (const [what, value] of unsupported) {
-    if (!emptyish(value)) throw new InvalidParameterError(`${what} is not supported by this version of ctnet`);
+    if (!emptyish(value))
+      throw new InvalidParameterError(`${what} is not supported by this version of ctnet`);
   }
   const endpoints: Record<string, EndpointRequest> = {};
-  for (const [ref, e] of Object.entries(b.NetworkingConfig?.EndpointsConfig ?? {})) endpoints[ref] = toEndpointRequest(e);
+  for (const [ref, e] of Object.entries(b.NetworkingConfig?.EndpointsConfig ?? {}))
+    endpoints[ref] = toEndpointRequest(e);
   return {
     ...(name ? { name } : {}),
     image: b.Image,

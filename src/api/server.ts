@@ -4,10 +4,10 @@ import { dirname } from "node:path";
 import type { Engine } from "../engine/engine.js";
 import { CtnetError, InvalidParameterError } from "../errors.js";
 import { log } from "../log.js";
+import { Router, readJsonBody, sendJson } from "./router.js";
 import { containerRoutes } from "./routes/containers.js";
 import { networkRoutes } from "./routes/networks.js";
 import { systemRoutes } from "./routes/system.js";
-import { readJsonBody, Router, sendJson } from "./router.js";
 import { API_VERSION, CTNET_VERSION } from "./version.js";
 
 export function buildRouter(engine: Engine): Router {
@@ -52,7 +52,10 @@ export function handler(router: Router) {
     } catch (err) {
       sendError(res, err);
     } finally {
-      log.debug({ method, url: req.url, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "request");
+      log.debug(
+        { method, url: req.url, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+        "request",
+      );
     }
   };
 }

@@ -53,12 +53,18 @@ export function networkView(ctx: EngineContext, net: NetworkRecord, withContaine
   };
 }
 
-function endpointSettingsView(ctx: EngineContext, c: ContainerRecord, networkId: string, ep: EndpointRecord | undefined) {
+function endpointSettingsView(
+  ctx: EngineContext,
+  c: ContainerRecord,
+  networkId: string,
+  ep: EndpointRecord | undefined,
+) {
   const net = ctx.networks.get(networkId);
   const att = c.attachments.find((a) => a.networkId === networkId);
   const v4 = net && poolOf(net, 4);
   const v6 = net && poolOf(net, 6);
-  const ipam = att && (att.ipv4 || att.ipv6) ? { IPv4Address: att.ipv4 ?? "", IPv6Address: att.ipv6 ?? "" } : null;
+  const ipam =
+    att && (att.ipv4 || att.ipv6) ? { IPv4Address: att.ipv4 ?? "", IPv6Address: att.ipv6 ?? "" } : null;
   return {
     IPAMConfig: ipam,
     Links: null,
@@ -78,18 +84,28 @@ function endpointSettingsView(ctx: EngineContext, c: ContainerRecord, networkId:
   };
 }
 
-function containerNetworks(ctx: EngineContext, c: ContainerRecord): Record<string, ReturnType<typeof endpointSettingsView>> {
+function containerNetworks(
+  ctx: EngineContext,
+  c: ContainerRecord,
+): Record<string, ReturnType<typeof endpointSettingsView>> {
   const eps = ctx.endpointsOf(c.id);
   const out: Record<string, ReturnType<typeof endpointSettingsView>> = {};
   const mode = c.networkMode.kind;
   if (mode === "host" || mode === "none") {
-    const net = [...ctx.networks.values()].find((n) => n.predefined && n.driver === (mode === "host" ? "host" : "null"));
+    const net = [...ctx.networks.values()].find(
+      (n) => n.predefined && n.driver === (mode === "host" ? "host" : "null"),
+    );
     if (net) out[net.name] = endpointSettingsView(ctx, c, net.id, undefined);
     return out;
   }
   for (const att of c.attachments) {
     const net = ctx.networks.get(att.networkId);
-    out[net?.name ?? att.networkId] = endpointSettingsView(ctx, c, att.networkId, eps.find((e) => e.networkId === att.networkId));
+    out[net?.name ?? att.networkId] = endpointSettingsView(
+      ctx,
+      c,
+      att.networkId,
+      eps.find((e) => e.networkId === att.networkId),
+    );
   }
   return out;
 }
@@ -119,7 +135,11 @@ export function humanDuration(ms: number): string {
   return `${Math.round(h / 24)} days`;
 }
 
-export function containerView(ctx: EngineContext, c: ContainerRecord, files: { hosts: string; resolv: string; hostname: string; log: string }) {
+export function containerView(
+  ctx: EngineContext,
+  c: ContainerRecord,
+  files: { hosts: string; resolv: string; hostname: string; log: string },
+) {
   const networks = containerNetworks(ctx, c);
   const first = Object.values(networks)[0];
   const running = c.state.status === "running";

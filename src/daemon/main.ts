@@ -38,7 +38,10 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   const pidFile = join(o.execRoot, "ctnet.pid");
   claimPidFile(pidFile);
   const server = await listen(engine, o.host);
-  log.info({ host: o.host, dataRoot: o.dataRoot, execRoot: o.execRoot, ms: Date.now() - started }, "ctnet daemon ready");
+  log.info(
+    { host: o.host, dataRoot: o.dataRoot, execRoot: o.execRoot, ms: Date.now() - started },
+    "ctnet daemon ready",
+  );
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -26,7 +26,10 @@ export interface Driver {
   /** "local" networks live on one host; "global" ones span the cluster */
   readonly scope: "local" | "global";
   /** Validates driver options (unknown ones are an error) and returns them normalised. */
-  validate(spec: NetworkSpec, existing: NetworkRecord[]): { options: Record<string, string>; device?: string };
+  validate(
+    spec: NetworkSpec,
+    existing: NetworkRecord[],
+  ): { options: Record<string, string>; device?: string };
   /** Makes sure the network's kernel objects exist and are configured. */
   createNetwork(net: NetworkRecord): Promise<void>;
   deleteNetwork(net: NetworkRecord): Promise<void>;

@@ -15,13 +15,19 @@ export function parseMtuOption(key: string, value: string | undefined): number |
   if (value === undefined || value === "") return undefined;
   const mtu = Number(value);
   if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
-    throw new InvalidParameterError(`invalid value for option ${key}: MTU must be an integer between 68 and 65535, got "${value}"`);
+    throw new InvalidParameterError(
+      `invalid value for option ${key}: MTU must be an integer between 68 and 65535, got "${value}"`,
+    );
   }
   return mtu;
 }
 
 /** Rejects options the driver does not know, naming them, so that a typo never goes unnoticed. */
-export function rejectUnknownOptions(driver: string, options: Record<string, string>, known: readonly string[]): void {
+export function rejectUnknownOptions(
+  driver: string,
+  options: Record<string, string>,
+  known: readonly string[],
+): void {
   const unknown = Object.keys(options).filter((k) => !known.includes(k));
   if (unknown.length > 0) {
     throw new InvalidParameterError(

@@ -15,7 +15,13 @@ import { lookup, newId, shortId } from "./ids.js";
 import { randomName } from "./names.js";
 import type { Networks } from "./networks.js";
 import type { Sandboxes } from "./sandboxes.js";
-import type { AttachmentConfig, ContainerRecord, EndpointRecord, NetworkMode, NetworkRecord } from "./types.js";
+import type {
+  AttachmentConfig,
+  ContainerRecord,
+  EndpointRecord,
+  NetworkMode,
+  NetworkRecord,
+} from "./types.js";
 import { Undo } from "./undo.js";
 
 export interface EndpointRequest {
@@ -101,12 +107,18 @@ export class Containers {
   create(req: ContainerCreateRequest): Promise<ContainerRecord> {
     return this.ctx.lock.run(async () => {
       const ctx = this.ctx;
-      if (req.image) throw new NotFoundError(`No such image: ${req.image} (ctnet runs containers on the host filesystem; images come with a later release)`);
+      if (req.image)
+        throw new NotFoundError(
+          `No such image: ${req.image} (ctnet runs containers on the host filesystem; images come with a later release)`,
+        );
       if (req.cmd.length === 0) throw new InvalidParameterError("no command specified");
       const taken = (name: string) => [...ctx.containers.values()].find((c) => c.name === name);
       let name = req.name ?? "";
       if (name) {
-        if (!NAME.test(name)) throw new InvalidParameterError(`Invalid container name (${name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+        if (!NAME.test(name))
+          throw new InvalidParameterError(
+            `Invalid container name (${name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`,
+          );
         name = name.replace(/^\//, "");
         const other = taken(name);
         if (other) {
@@ -137,7 +149,16 @@ export class Containers {
         dns: req.dns,
         autoRemove: req.autoRemove,
         attachments,
-        state: { status: "created", pid: 0, pidStartTime: 0, runnerPid: 0, exitCode: 0, error: "", startedAt: ZERO_TIME, finishedAt: ZERO_TIME },
+        state: {
+          status: "created",
+          pid: 0,
+          pidStartTime: 0,
+          runnerPid: 0,
+          exitCode: 0,
+          error: "",
+          startedAt: ZERO_TIME,
+          finishedAt: ZERO_TIME,
+        },
         sandboxPath: "",
       };
 
@@ -150,7 +171,10 @@ export class Containers {
     });
   }
 
-  private resolveNetworking(req: ContainerCreateRequest): { mode: NetworkMode; attachments: AttachmentConfig[] } {
+  private resolveNetworking(req: ContainerCreateRequest): {
+    mode: NetworkMode;
+    attachments: AttachmentConfig[];
+  } {
     const text = req.networkMode === "" || req.networkMode === "default" ? "bridge" : req.networkMode;
     const entries = Object.entries(req.endpoints);
     if (text === "host" || text === "none" || text.startsWith("container:")) {
@@ -162,7 +186,9 @@ export class Containers {
       }
       const own = req.endpoints[text];
       if (own && (own.ipv4 || own.ipv6 || own.aliases.length > 0)) {
-        throw new InvalidParameterError(`conflicting options: IP addresses and aliases cannot be set in network mode "${text}"`);
+        throw new InvalidParameterError(
+          `conflicting options: IP addresses and aliases cannot be set in network mode "${text}"`,
+        );
       }
       if (text === "host") return { mode: { kind: "host" }, attachments: [] };
       if (text === "none") return { mode: { kind: "none" }, attachments: [] };
@@ -179,7 +205,10 @@ export class Containers {
       if (attachments.some((a) => a.networkId === net.id)) return;
       attachments.push(this.attachmentFor(net, r ?? { aliases: [] }));
     };
-    add(primary, req.endpoints[text] ?? entries.find(([ref]) => this.networks.tryFind(ref)?.id === primary.id)?.[1]);
+    add(
+      primary,
+      req.endpoints[text] ?? entries.find(([ref]) => this.networks.tryFind(ref)?.id === primary.id)?.[1],
+    );
     for (const [ref, r] of entries) add(this.networks.find(ref), r);
     return { mode: { kind: "bridge" }, attachments };
   }
@@ -187,32 +216,46 @@ export class Containers {
   /** Validates what a container asks for on a network (static addresses, aliases) without allocating. */
   private attachmentFor(net: NetworkRecord, r: EndpointRequest): AttachmentConfig {
     if (net.driver === "host" || net.driver === "null") {
-      throw new InvalidParameterError(`container cannot be disconnected from host network or connected to ${net.name} network`);
+      throw new InvalidParameterError(
+        `container cannot be disconnected from host network or connected to ${net.name} network`,
+      );
     }
     const isDefault = net.predefined && net.driver === "bridge";
     if ((r.ipv4 || r.ipv6) && isDefault) {
       throw new InvalidParameterError("user specified IP address is supported on user defined networks only");
     }
     if (r.aliases.length > 0 && isDefault) {
-      throw new InvalidParameterError("network-scoped alias is supported only for containers in user defined networks");
+      throw new InvalidParameterError(
+        "network-scoped alias is supported only for containers in user defined networks",
+      );
     }
     if ((r.ipv4 || r.ipv6) && !net.userSubnets) {
-      throw new InvalidParameterError("user specified IP address is supported only when connecting to networks with user configured subnets");
+      throw new InvalidParameterError(
+        "user specified IP address is supported only when connecting to networks with user configured subnets",
+      );
     }
     for (const [family, address] of [
       [4, r.ipv4],
       [6, r.ipv6],
     ] as const) {
       if (!address) continue;
-      if (!validAddress(address, family)) throw new InvalidParameterError(`invalid IPv${family} address: ${address}`);
+      if (!validAddress(address, family))
+        throw new InvalidParameterError(`invalid IPv${family} address: ${address}`);
       const pools = net.pools.filter((p) => p.family === family);
-      if (pools.length === 0) throw new InvalidParameterError(`network ${net.name} has no IPv${family} subnet for address ${address}`);
+      if (pools.length === 0)
+        throw new InvalidParameterError(
+          `network ${net.name} has no IPv${family} subnet for address ${address}`,
+        );
       const pool = pools.find((p) => inSubnet(address, p.subnet));
       if (!pool) {
-        throw new InvalidParameterError(`invalid address ${address}: it does not belong to any of network ${net.name}'s subnets (${pools.map((p) => p.subnet).join(", ")})`);
+        throw new InvalidParameterError(
+          `invalid address ${address}: it does not belong to any of network ${net.name}'s subnets (${pools.map((p) => p.subnet).join(", ")})`,
+        );
       }
       if (pool.ipRange && !inSubnet(address, pool.ipRange)) {
-        throw new InvalidParameterError(`invalid address ${address}: it is outside the network's --ip-range ${pool.ipRange}`);
+        throw new InvalidParameterError(
+          `invalid address ${address}: it is outside the network's --ip-range ${pool.ipRange}`,
+        );
       }
     }
     return { networkId: net.id, ipv4: r.ipv4, ipv6: r.ipv6, aliases: [...new Set(r.aliases)] };
@@ -235,7 +278,10 @@ export class Containers {
     if (pools.length === 0) return undefined;
     if (preferred) {
       const pool = pools.find((p) => inSubnet(preferred, p.subnet));
-      if (!pool) throw new InvalidParameterError(`invalid address ${preferred}: not in any subnet of network ${net.name}`);
+      if (!pool)
+        throw new InvalidParameterError(
+          `invalid address ${preferred}: not in any subnet of network ${net.name}`,
+        );
       return this.ctx.ipam.requestAddress(net.id, pool.subnet, preferred);
     }
     for (const pool of pools) {
@@ -254,7 +300,11 @@ export class Containers {
     if (pool) this.ctx.ipam.releaseAddress(net.id, pool.subnet, address);
   }
 
-  private async connectEndpoint(c: ContainerRecord, att: AttachmentConfig, sandbox: SandboxHandle): Promise<EndpointRecord> {
+  private async connectEndpoint(
+    c: ContainerRecord,
+    att: AttachmentConfig,
+    sandbox: SandboxHandle,
+  ): Promise<EndpointRecord> {
     const ctx = this.ctx;
     const net = ctx.networks.get(att.networkId);
     if (!net) throw new NotFoundError(`network ${att.networkId} not found`);
@@ -305,7 +355,11 @@ export class Containers {
       if (kernel) await this.ctx.driver(net.driver).leave(net, ep);
       this.release(net, ep.ipv4);
       this.release(net, ep.ipv6);
-      this.ctx.events.publish("network", "disconnect", net.id, { container: ep.containerId, name: net.name, type: net.driver });
+      this.ctx.events.publish("network", "disconnect", net.id, {
+        container: ep.containerId,
+        name: net.name,
+        type: net.driver,
+      });
     }
     await this.ctx.dropEndpoint(ep.id);
     if (net && this.firewallTracksPorts(net)) this.networks.applyFirewall();
@@ -383,9 +437,13 @@ export class Containers {
 
   private writeHostsFile(c: ContainerRecord): void {
     if (c.networkMode.kind !== "bridge" && c.networkMode.kind !== "none") return;
-    const entries = this.ctx.endpointsOf(c.id).flatMap((e) =>
-      [e.ipv4, e.ipv6].filter((a): a is string => a !== undefined).map((address) => ({ address, names: [c.hostname] })),
-    );
+    const entries = this.ctx
+      .endpointsOf(c.id)
+      .flatMap((e) =>
+        [e.ipv4, e.ipv6]
+          .filter((a): a is string => a !== undefined)
+          .map((address) => ({ address, names: [c.hostname] })),
+      );
     // Written in place: the file is bind-mounted into the container, so a rename would not be seen.
     writeFileSync(this.runFile(c, "hosts"), renderHosts(entries));
   }
@@ -410,7 +468,11 @@ export class Containers {
     try {
       mkdirSync(runDir, { recursive: true, mode: 0o700 });
       let sandboxPath = "";
-      let files = { hosts: this.runFile(c, "hosts"), resolv: this.runFile(c, "resolv.conf"), hostname: this.runFile(c, "hostname") };
+      let files = {
+        hosts: this.runFile(c, "hosts"),
+        resolv: this.runFile(c, "resolv.conf"),
+        hostname: this.runFile(c, "hostname"),
+      };
       const mode = c.networkMode;
       if (mode.kind === "bridge" || mode.kind === "none") {
         const sandbox = await this.sandboxes.create(c.id);
@@ -425,12 +487,18 @@ export class Containers {
         writeFileSync(files.hostname, `${c.hostname}\n`);
       } else if (mode.kind === "container") {
         const other = ctx.containers.get(mode.containerId);
-        if (!other || other.state.status !== "running") {
-          throw new ConflictError(`cannot join network namespace of a non running container: ${other?.name ?? mode.containerId}`);
+        if (other?.state.status !== "running") {
+          throw new ConflictError(
+            `cannot join network namespace of a non running container: ${other?.name ?? mode.containerId}`,
+          );
         }
         sandboxPath = other.sandboxPath;
         c.hostname = other.hostname;
-        files = { hosts: this.runFile(other, "hosts"), resolv: this.runFile(other, "resolv.conf"), hostname: this.runFile(other, "hostname") };
+        files = {
+          hosts: this.runFile(other, "hosts"),
+          resolv: this.runFile(other, "resolv.conf"),
+          hostname: this.runFile(other, "hostname"),
+        };
       } else {
         files = { hosts: "", resolv: "", hostname: "" };
       }
@@ -479,7 +547,10 @@ export class Containers {
     this.watches.set(c.id, { done, resolve, child });
     if (child) {
       child.once("exit", (code, signal) => {
-        const status = code ?? 128 + (signal ? (({ SIGKILL: 9, SIGTERM: 15, SIGINT: 2 }) as Record<string, number>)[signal] ?? 9 : 9);
+        const status =
+          code ??
+          128 +
+            (signal ? (({ SIGKILL: 9, SIGTERM: 15, SIGINT: 2 } as Record<string, number>)[signal] ?? 9) : 9);
         void this.onExit(c.id, pid, status);
       });
     } else if (!this.poller) {
@@ -499,7 +570,7 @@ export class Containers {
     return this.ctx.lock.run(async () => {
       const c = this.ctx.containers.get(id);
       const watch = this.watches.get(id);
-      if (!c || c.state.status !== "running" || c.state.pid !== pid) return;
+      if (c?.state.status !== "running" || c.state.pid !== pid) return;
       try {
         await this.markExited(c, readExitCode(this.runFile(c, "exitcode")) ?? status);
         if (c.autoRemove) await this.removeLocked(c);
@@ -519,7 +590,15 @@ export class Containers {
       for (const ep of this.ctx.endpointsOf(c.id)) await this.releaseEndpoint(ep, false);
     }
     c.sandboxPath = "";
-    c.state = { ...c.state, status: "exited", exitCode, finishedAt: now(), pid: 0, pidStartTime: 0, runnerPid: 0 };
+    c.state = {
+      ...c.state,
+      status: "exited",
+      exitCode,
+      finishedAt: now(),
+      pid: 0,
+      pidStartTime: 0,
+      runnerPid: 0,
+    };
     await this.ctx.saveContainer(c);
     this.ctx.events.publish("container", "die", c.id, { name: c.name, exitCode: String(exitCode) });
   }
@@ -553,13 +632,15 @@ export class Containers {
 
   kill(ref: string, signal: string): Promise<void> {
     const c = this.find(ref);
-    if (c.state.status !== "running") return Promise.reject(new ConflictError(`Container ${c.id} is not running`));
+    if (c.state.status !== "running")
+      return Promise.reject(new ConflictError(`Container ${c.id} is not running`));
     const sig = signal.startsWith("SIG") ? signal : `SIG${signal}`;
     if (sig === "SIGKILL" || signal === "9") {
       this.killNow(c);
       return this.waitStopped(c.id).then(() => undefined);
     }
-    if (!/^SIG[A-Z0-9]+$/.test(sig) && !/^\d+$/.test(signal)) throw new InvalidParameterError(`invalid signal: ${signal}`);
+    if (!/^SIG[A-Z0-9]+$/.test(sig) && !/^\d+$/.test(signal))
+      throw new InvalidParameterError(`invalid signal: ${signal}`);
     try {
       process.kill(c.state.pid, /^\d+$/.test(signal) ? Number(signal) : (sig as NodeJS.Signals));
     } catch (err) {
@@ -607,7 +688,11 @@ export class Containers {
   }
 
   runFiles(c: ContainerRecord): { hosts: string; resolv: string; hostname: string } {
-    return { hosts: this.runFile(c, "hosts"), resolv: this.runFile(c, "resolv.conf"), hostname: this.runFile(c, "hostname") };
+    return {
+      hosts: this.runFile(c, "hosts"),
+      resolv: this.runFile(c, "resolv.conf"),
+      hostname: this.runFile(c, "hostname"),
+    };
   }
 
   shutdown(): void {

@@ -49,7 +49,9 @@ export class EngineContext {
   }
 
   endpointsOf(containerId: string): EndpointRecord[] {
-    return [...this.endpoints.values()].filter((e) => e.containerId === containerId).sort((a, b) => a.order - b.order);
+    return [...this.endpoints.values()]
+      .filter((e) => e.containerId === containerId)
+      .sort((a, b) => a.order - b.order);
   }
 
   endpointsOn(networkId: string): EndpointRecord[] {

@@ -75,7 +75,8 @@ export class Engine {
     const containers = new Containers(ctx, networks, sandboxes);
     writeSysctl("net.ipv4.ip_forward", "1");
     await ctx.lock.run(() => reconcile(ctx, networks, containers));
-    if ([...ctx.networks.values()].some((n) => n.enableIPv6)) writeSysctl("net.ipv6.conf.all.forwarding", "1");
+    if ([...ctx.networks.values()].some((n) => n.enableIPv6))
+      writeSysctl("net.ipv6.conf.all.forwarding", "1");
     return new Engine(ctx, networks, containers);
   }
 

@@ -1,7 +1,49 @@
 import { randomInt } from "node:crypto";
 
-const LEFT = ["brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty", "quirky", "sharp", "tender", "vivid", "witty", "zen", "bold", "clever", "dreamy"];
-const RIGHT = ["babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak", "knuth", "lamport", "liskov", "dijkstra", "thompson"];
+const LEFT = [
+  "brave",
+  "calm",
+  "eager",
+  "fond",
+  "gentle",
+  "happy",
+  "jolly",
+  "keen",
+  "lucid",
+  "merry",
+  "nifty",
+  "quirky",
+  "sharp",
+  "tender",
+  "vivid",
+  "witty",
+  "zen",
+  "bold",
+  "clever",
+  "dreamy",
+];
+const RIGHT = [
+  "babbage",
+  "curie",
+  "darwin",
+  "euler",
+  "fermi",
+  "gauss",
+  "hopper",
+  "kepler",
+  "lovelace",
+  "noether",
+  "pascal",
+  "ritchie",
+  "shannon",
+  "turing",
+  "wozniak",
+  "knuth",
+  "lamport",
+  "liskov",
+  "dijkstra",
+  "thompson",
+];
 
 /** A Docker-style generated container name such as "brave_turing". */
 export function randomName(taken: (name: string) => boolean): string {

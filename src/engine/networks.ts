@@ -1,4 +1,12 @@
-import { BRIDGE_NAME, bridgeSettings, DEFAULT_BRIDGE, ENABLE_ICC, ENABLE_MASQUERADE, HOST_BINDING_IPV4, MTU } from "../drivers/bridge/bridge.js";
+import {
+  BRIDGE_NAME,
+  bridgeSettings,
+  DEFAULT_BRIDGE,
+  ENABLE_ICC,
+  ENABLE_MASQUERADE,
+  HOST_BINDING_IPV4,
+  MTU,
+} from "../drivers/bridge/bridge.js";
 import { ConflictError, ForbiddenError, InvalidParameterError, NotFoundError } from "../errors.js";
 import type { FirewallState } from "../firewall/model.js";
 import type { Pool } from "../ipam/index.js";
@@ -38,14 +46,22 @@ export const DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16";
 const familyOf = (cidr: string): 4 | 6 => (cidr.includes(":") ? 6 : 4);
 
 /** The part of the firewall's desired state that networks decide. */
-export function firewallState(networks: Iterable<NetworkRecord>, endpoints: Iterable<EndpointRecord>): FirewallState {
+export function firewallState(
+  networks: Iterable<NetworkRecord>,
+  endpoints: Iterable<EndpointRecord>,
+): FirewallState {
   const out: FirewallState = { networks: [] };
   const eps = [...endpoints];
   for (const n of networks) {
     if (n.driver !== "bridge" || !n.device) continue;
     const s = bridgeSettings(n);
     // With ICC off the bridge table drops IP between the network's ports, so it needs their names.
-    const ports = s.icc ? undefined : eps.filter((e) => e.networkId === n.id).map((e) => e.hostIfname).sort();
+    const ports = s.icc
+      ? undefined
+      : eps
+          .filter((e) => e.networkId === n.id)
+          .map((e) => e.hostIfname)
+          .sort();
     out.networks.push({
       id: n.id,
       bridge: n.device,
@@ -89,7 +105,8 @@ export class Networks {
 
   /** Creates bridge, host and none when the store does not have them yet (first start). */
   async ensurePredefined(): Promise<void> {
-    const have = (driver: string) => [...this.ctx.networks.values()].some((n) => n.predefined && n.driver === driver);
+    const have = (driver: string) =>
+      [...this.ctx.networks.values()].some((n) => n.predefined && n.driver === driver);
     const base = { internal: false, attachable: false, enableIPv4: true, enableIPv6: false, labels: {} };
     const ipam = { ipamDriver: "default", ipamOptions: {} };
     if (!have("bridge")) {
@@ -112,14 +129,24 @@ export class Networks {
         true,
       );
     }
-    if (!have("host")) await this.createLocked({ ...base, ...ipam, enableIPv4: false, name: "host", driver: "host", options: {}, ipamConfig: [] }, true);
-    if (!have("null")) await this.createLocked({ ...base, ...ipam, enableIPv4: false, name: "none", driver: "null", options: {}, ipamConfig: [] }, true);
+    if (!have("host"))
+      await this.createLocked(
+        { ...base, ...ipam, enableIPv4: false, name: "host", driver: "host", options: {}, ipamConfig: [] },
+        true,
+      );
+    if (!have("null"))
+      await this.createLocked(
+        { ...base, ...ipam, enableIPv4: false, name: "none", driver: "null", options: {}, ipamConfig: [] },
+        true,
+      );
   }
 
   private async createLocked(req: NetworkCreateRequest, predefined: boolean): Promise<NetworkRecord> {
     const ctx = this.ctx;
     if (!NAME.test(req.name)) {
-      throw new InvalidParameterError(`invalid network name "${req.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+      throw new InvalidParameterError(
+        `invalid network name "${req.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`,
+      );
     }
     if ([...ctx.networks.values()].some((n) => n.name === req.name)) {
       throw new ConflictError(`network with name ${req.name} already exists`);
@@ -127,9 +154,12 @@ export class Networks {
     const driverName = req.driver || "bridge";
     const driver = ctx.driver(driverName);
     if (!predefined && SINGLETON_DRIVERS.has(driverName)) {
-      throw new ForbiddenError(`only one instance of "${driverName === "null" ? "none" : driverName}" network is allowed`);
+      throw new ForbiddenError(
+        `only one instance of "${driverName === "null" ? "none" : driverName}" network is allowed`,
+      );
     }
-    if (req.ipamDriver && req.ipamDriver !== "default") throw new NotFoundError(`plugin "${req.ipamDriver}" not found`);
+    if (req.ipamDriver && req.ipamDriver !== "default")
+      throw new NotFoundError(`plugin "${req.ipamDriver}" not found`);
     if (Object.keys(req.ipamOptions).length > 0) {
       throw new InvalidParameterError(`unknown IPAM options: ${Object.keys(req.ipamOptions).join(", ")}`);
     }
@@ -137,7 +167,9 @@ export class Networks {
       throw new InvalidParameterError(`the ${driverName} driver takes no IPAM configuration`);
     }
     if (!predefined && req.options[DEFAULT_BRIDGE] !== undefined) {
-      throw new InvalidParameterError(`option ${DEFAULT_BRIDGE} is reserved for the predefined bridge network`);
+      throw new InvalidParameterError(
+        `option ${DEFAULT_BRIDGE} is reserved for the predefined bridge network`,
+      );
     }
     if (!req.enableIPv4 && !req.enableIPv6 && !SINGLETON_DRIVERS.has(driverName)) {
       throw new InvalidParameterError("a network must have IPv4 or IPv6 enabled");
@@ -214,7 +246,9 @@ export class Networks {
       }
       const family = familyOf(c.subnet);
       if (family === 6 && !req.enableIPv6) {
-        throw new InvalidParameterError(`IPv6 subnet ${c.subnet} given, but IPv6 is not enabled on the network (use --ipv6)`);
+        throw new InvalidParameterError(
+          `IPv6 subnet ${c.subnet} given, but IPv6 is not enabled on the network (use --ipv6)`,
+        );
       }
       if (family === 4 && !req.enableIPv4) {
         throw new InvalidParameterError(`IPv4 subnet ${c.subnet} given, but IPv4 is disabled on the network`);
@@ -241,8 +275,12 @@ export class Networks {
       }
       const active = this.ctx.endpointsOn(net.id);
       if (active.length > 0) {
-        const names = active.map((e) => this.ctx.containers.get(e.containerId)?.name ?? e.containerId).join(", ");
-        throw new ForbiddenError(`error while removing network: network ${net.name} id ${net.id} has active endpoints (${names})`);
+        const names = active
+          .map((e) => this.ctx.containers.get(e.containerId)?.name ?? e.containerId)
+          .join(", ");
+        throw new ForbiddenError(
+          `error while removing network: network ${net.name} id ${net.id} has active endpoints (${names})`,
+        );
       }
       await this.removeLocked(net);
     });

@@ -16,7 +16,11 @@ import type { ContainerRecord, EndpointRecord, NetworkRecord } from "./types.js"
  * removed, missing networks and endpoints of running containers are recreated, containers that
  * died while the daemon was away are marked exited, and the firewall is loaded whole.
  */
-export async function reconcile(ctx: EngineContext, networks: Networks, containers: Containers): Promise<void> {
+export async function reconcile(
+  ctx: EngineContext,
+  networks: Networks,
+  containers: Containers,
+): Promise<void> {
   for (const n of await ctx.store.list<NetworkRecord>("networks/")) ctx.networks.set(n.id, n);
   for (const e of await ctx.store.list<EndpointRecord>("endpoints/")) ctx.endpoints.set(e.id, e);
   for (const c of await ctx.store.list<ContainerRecord>("containers/")) ctx.containers.set(c.id, c);
@@ -69,12 +73,17 @@ async function removeLeftoverLinks(ctx: EngineContext): Promise<void> {
 /** The namespace file lost its mount (e.g. exec-root on a tmpfs that was cleared): bind it again from the live process. */
 function rebindNetns(c: ContainerRecord): void {
   closeSync(openSync(c.sandboxPath, "a"));
-  const r = spawnSync("mount", ["--bind", `/proc/${c.state.pid}/ns/net`, c.sandboxPath], { encoding: "utf8" });
-  if (r.status !== 0) log.error({ container: c.name, err: r.stderr }, "cannot restore the sandbox's namespace mount");
+  const r = spawnSync("mount", ["--bind", `/proc/${c.state.pid}/ns/net`, c.sandboxPath], {
+    encoding: "utf8",
+  });
+  if (r.status !== 0)
+    log.error({ container: c.name, err: r.stderr }, "cannot restore the sandbox's namespace mount");
 }
 
 function removeLeftoverNetns(ctx: EngineContext): void {
-  const used = new Set([...ctx.containers.values()].filter((c) => c.state.status === "running").map((c) => c.sandboxPath));
+  const used = new Set(
+    [...ctx.containers.values()].filter((c) => c.state.status === "running").map((c) => c.sandboxPath),
+  );
   for (const file of readdirSync(ctx.netnsDir())) {
     const path = join(ctx.netnsDir(), file);
     if (used.has(path)) continue;

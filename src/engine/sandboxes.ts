@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import type { SandboxHandle } from "../drivers/driver.js";
-import { createNetns, deleteNetns } from "../kernel/netns.js";
 import { Netlink } from "../kernel/netlink.js";
+import { createNetns, deleteNetns } from "../kernel/netns.js";
 
 /**
  * Sandboxes are network namespaces bind-mounted under <exec-root>/netns, named by container id.

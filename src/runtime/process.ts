@@ -91,7 +91,9 @@ export async function launch(spec: LaunchSpec): Promise<Launched> {
     spec.exitFile,
     ...spec.cmd,
   ];
-  const argv = spec.netnsPath ? ["nsenter", `--net=${spec.netnsPath}`, "--", ...unshare, "--", ...init] : [...unshare, "--", ...init];
+  const argv = spec.netnsPath
+    ? ["nsenter", `--net=${spec.netnsPath}`, "--", ...unshare, "--", ...init]
+    : [...unshare, "--", ...init];
   const env: Record<string, string> = { PATH: DEFAULT_PATH, HOSTNAME: spec.hostname };
   for (const kv of spec.env) {
     const eq = kv.indexOf("=");

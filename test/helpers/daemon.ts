@@ -54,8 +54,23 @@ export class TestDaemon {
 
   /** Starts (or restarts) the daemon process and waits until it answers. */
   async spawnDaemon(): Promise<void> {
-    const args = [`--net=${this.ns.path}`, "--", process.execPath, MAIN, "daemon", "--data-root", this.dataRoot, "--exec-root", this.execRoot, "-H", this.host];
-    const proc = spawn("nsenter", args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, CTNET_LOG_LEVEL: "info" } });
+    const args = [
+      `--net=${this.ns.path}`,
+      "--",
+      process.execPath,
+      MAIN,
+      "daemon",
+      "--data-root",
+      this.dataRoot,
+      "--exec-root",
+      this.execRoot,
+      "-H",
+      this.host,
+    ];
+    const proc = spawn("nsenter", args, {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, CTNET_LOG_LEVEL: "info" },
+    });
     this.proc = proc;
     proc.stderr?.on("data", (b: Buffer) => {
       this.log += b.toString();
@@ -88,7 +103,12 @@ export class TestDaemon {
     return new Promise((resolve, reject) => {
       const data = body === undefined ? undefined : JSON.stringify(body);
       const req = request(
-        { socketPath: this.socket, method, path, headers: data ? { "Content-Type": "application/json" } : {} },
+        {
+          socketPath: this.socket,
+          method,
+          path,
+          headers: data ? { "Content-Type": "application/json" } : {},
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
@@ -111,7 +131,12 @@ export class TestDaemon {
 
   /** Runs the ctnet CLI against this daemon (from outside its namespace, as a user on the host would). */
   cli(args: string[], opts: { input?: string; timeout?: number } = {}): ExecResult {
-    const r = spawnSync(CTNET, args, { encoding: "utf8", env: { ...process.env, CTNET_HOST: this.host }, timeout: opts.timeout ?? 60_000, input: opts.input });
+    const r = spawnSync(CTNET, args, {
+      encoding: "utf8",
+      env: { ...process.env, CTNET_HOST: this.host },
+      timeout: opts.timeout ?? 60_000,
+      input: opts.input,
+    });
     return { stdout: r.stdout, stderr: r.stderr, status: r.status };
   }
 
@@ -164,6 +189,9 @@ export class TestDaemon {
     }
     this.ns.destroy();
     if (existsSync(this.dir)) rmSync(this.dir, { recursive: true, force: true });
-    if (problems.length > 0) throw new Error(`test daemon cleanup found problems:\n${problems.join("\n")}\n--- daemon log ---\n${this.log.slice(-4000)}`);
+    if (problems.length > 0)
+      throw new Error(
+        `test daemon cleanup found problems:\n${problems.join("\n")}\n--- daemon log ---\n${this.log.slice(-4000)}`,
+      );
   }
 }

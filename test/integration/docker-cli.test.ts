@@ -16,7 +16,11 @@ describe("docker CLI against ctnet", { skip: hasDocker ? false : "the docker CLI
   });
 
   const docker = (args: string[]) => {
-    const r = spawnSync("docker", args, { encoding: "utf8", env: { ...process.env, DOCKER_HOST: d.host }, timeout: 30_000 });
+    const r = spawnSync("docker", args, {
+      encoding: "utf8",
+      env: { ...process.env, DOCKER_HOST: d.host },
+      timeout: 30_000,
+    });
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   };
 
@@ -28,13 +32,26 @@ describe("docker CLI against ctnet", { skip: hasDocker ? false : "the docker CLI
     assert.match(ls.stdout, /host\s+host\s+local/);
     assert.match(ls.stdout, /none\s+null\s+local/);
 
-    const create = docker(["network", "create", "--subnet", "10.80.0.0/24", "--gateway", "10.80.0.254", "-o", "com.docker.network.bridge.name=dk0", "dnet"]);
+    const create = docker([
+      "network",
+      "create",
+      "--subnet",
+      "10.80.0.0/24",
+      "--gateway",
+      "10.80.0.254",
+      "-o",
+      "com.docker.network.bridge.name=dk0",
+      "dnet",
+    ]);
     assert.equal(create.status, 0, create.stderr);
     assert.match(d.hostExec(["ip", "-o", "addr", "show", "dk0"]).stdout, /10\.80\.0\.254\/24/);
 
     const inspect = docker(["network", "inspect", "dnet"]);
     assert.equal(inspect.status, 0, inspect.stderr);
-    const [net] = JSON.parse(inspect.stdout) as { Name: string; IPAM: { Config: { Subnet: string; Gateway: string }[] } }[];
+    const [net] = JSON.parse(inspect.stdout) as {
+      Name: string;
+      IPAM: { Config: { Subnet: string; Gateway: string }[] };
+    }[];
     assert.equal(net?.Name, "dnet");
     assert.deepEqual(net?.IPAM.Config[0], { Subnet: "10.80.0.0/24", Gateway: "10.80.0.254" });
     assert.equal(docker(["network", "inspect", "-f", "{{.Driver}}", "dnet"]).stdout.trim(), "bridge");

@@ -24,11 +24,17 @@ describe("single-host bridge networking", () => {
     const ping = d.exec("c2", ["ping", "-c1", "-W2", "10.0.0.254"]);
     assert.equal(ping.status, 0, ping.stdout + ping.stderr);
 
-    assert.equal(d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.my_bridge.IPAddress}}", "c3"]), "10.0.0.254");
+    assert.equal(
+      d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.my_bridge.IPAddress}}", "c3"]),
+      "10.0.0.254",
+    );
     const c2ip = d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.my_bridge.IPAddress}}", "c2"]);
     assert.equal(c2ip, "10.0.0.2");
     // Docker derives the MAC from the IPv4 address.
-    assert.equal(d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.my_bridge.MacAddress}}", "c2"]), "02:42:0a:00:00:02");
+    assert.equal(
+      d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.my_bridge.MacAddress}}", "c2"]),
+      "02:42:0a:00:00:02",
+    );
 
     const bridge = `br-${id.slice(0, 12)}`;
     const ports = d.hostExec(["ip", "-o", "link", "show", "master", bridge]).stdout.trim().split("\n");
@@ -38,7 +44,10 @@ describe("single-host bridge networking", () => {
     assert.match(inner, /10\.0\.0\.2\/24/);
     const route = d.exec("c2", ["ip", "route", "show", "default"]).stdout;
     assert.match(route, /default via 10\.0\.0\.1 dev eth0/);
-    assert.equal(d.exec("c2", ["hostname"]).stdout.trim(), d.ok(["inspect", "-f", "{{.Config.Hostname}}", "c2"]));
+    assert.equal(
+      d.exec("c2", ["hostname"]).stdout.trim(),
+      d.ok(["inspect", "-f", "{{.Config.Hostname}}", "c2"]),
+    );
     assert.match(d.exec("c2", ["cat", "/etc/hosts"]).stdout, /10\.0\.0\.2\s/);
   });
 
@@ -86,7 +95,10 @@ describe("single-host bridge networking", () => {
     // The veth of c2 goes with its sandbox (the kernel removes it in the background).
     d.ok(["rm", "c2"]);
     d.ok(["run", "-d", "--name", "c4", "--net", "my_bridge", "sleep", "1000"]);
-    assert.match(d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.my_bridge.IPAddress}}", "c4"]), /^10\.0\.0\.\d+$/);
+    assert.match(
+      d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.my_bridge.IPAddress}}", "c4"]),
+      /^10\.0\.0\.\d+$/,
+    );
     assert.ok(links.length > 0);
     assert.equal(d.ok(["ps", "-a", "-q", "--filter", "name=^c2$"]), "");
   });

@@ -12,7 +12,19 @@ describe("bad input changes nothing", () => {
   let d: TestDaemon;
   before(async () => {
     d = await TestDaemon.start("errors");
-    d.ok(["network", "create", "--subnet", "10.10.0.0/24", "--ip-range", "10.10.0.0/25", "--gateway", "10.10.0.1", "--aux-address", "printer=10.10.0.5", "net1"]);
+    d.ok([
+      "network",
+      "create",
+      "--subnet",
+      "10.10.0.0/24",
+      "--ip-range",
+      "10.10.0.0/25",
+      "--gateway",
+      "10.10.0.1",
+      "--aux-address",
+      "printer=10.10.0.5",
+      "net1",
+    ]);
     d.ok(["run", "-d", "--name", "busy", "--net", "net1", "--ip", "10.10.0.20", "sleep", "1000"]);
   });
   after(async () => {
@@ -22,7 +34,9 @@ describe("bad input changes nothing", () => {
   const snapshot = () => {
     const storeDirs = ["networks", "containers", "endpoints"].map((k) => {
       try {
-        return readdirSync(join(d.dataRoot, "store", k)).sort().join(",");
+        return readdirSync(join(d.dataRoot, "store", k))
+          .sort()
+          .join(",");
       } catch {
         return "";
       }
@@ -32,7 +46,9 @@ describe("bad input changes nothing", () => {
     const links = d
       .hostExec(["ip", "-o", "link"])
       .stdout.split("\n")
-      .map((l) => [/^\d+: ([^:@]+)/.exec(l)?.[1], /master (\S+)/.exec(l)?.[1], /alias (\S+)/.exec(l)?.[1]].join(" "))
+      .map((l) =>
+        [/^\d+: ([^:@]+)/.exec(l)?.[1], /master (\S+)/.exec(l)?.[1], /alias (\S+)/.exec(l)?.[1]].join(" "),
+      )
       .join("\n");
     return [
       links,
@@ -45,15 +61,40 @@ describe("bad input changes nothing", () => {
   const networkCases: [string, unknown, number, RegExp][] = [
     ["invalid CIDR", { Name: "bad", IPAM: { Config: [{ Subnet: "10.0.0.0/33" }] } }, 400, /invalid/i],
     ["not a CIDR", { Name: "bad", IPAM: { Config: [{ Subnet: "banana" }] } }, 400, /invalid/i],
-    ["overlapping subnet", { Name: "bad", IPAM: { Config: [{ Subnet: "10.10.0.128/25" }] } }, 403, /overlaps/],
-    ["gateway outside subnet", { Name: "bad", IPAM: { Config: [{ Subnet: "10.20.0.0/24", Gateway: "10.21.0.1" }] } }, 400, /gateway/],
-    ["ip-range outside subnet", { Name: "bad", IPAM: { Config: [{ Subnet: "10.20.0.0/24", IPRange: "10.30.0.0/25" }] } }, 400, /ip-range|range/i],
+    [
+      "overlapping subnet",
+      { Name: "bad", IPAM: { Config: [{ Subnet: "10.10.0.128/25" }] } },
+      403,
+      /overlaps/,
+    ],
+    [
+      "gateway outside subnet",
+      { Name: "bad", IPAM: { Config: [{ Subnet: "10.20.0.0/24", Gateway: "10.21.0.1" }] } },
+      400,
+      /gateway/,
+    ],
+    [
+      "ip-range outside subnet",
+      { Name: "bad", IPAM: { Config: [{ Subnet: "10.20.0.0/24", IPRange: "10.30.0.0/25" }] } },
+      400,
+      /ip-range|range/i,
+    ],
     ["duplicate name", { Name: "net1" }, 409, /already exists/],
     ["unknown driver", { Name: "bad", Driver: "nosuch" }, 404, /not found/],
-    ["unknown option", { Name: "bad", Options: { "com.docker.network.bridge.enable_icx": "true" } }, 400, /unknown option/],
+    [
+      "unknown option",
+      { Name: "bad", Options: { "com.docker.network.bridge.enable_icx": "true" } },
+      400,
+      /unknown option/,
+    ],
     ["bad option value", { Name: "bad", Options: { "com.docker.network.driver.mtu": "huge" } }, 400, /MTU/],
     ["second host network", { Name: "bad", Driver: "host" }, 403, /only one instance/],
-    ["bridge name in use", { Name: "bad", Options: { "com.docker.network.bridge.name": "ctnet0" } }, 409, /already used/],
+    [
+      "bridge name in use",
+      { Name: "bad", Options: { "com.docker.network.bridge.name": "ctnet0" } },
+      409,
+      /already used/,
+    ],
   ];
   for (const [what, body, status, message] of networkCases) {
     it(`network create: ${what} → ${status}`, async () => {
@@ -82,11 +123,12 @@ describe("bad input changes nothing", () => {
       assert.notEqual(r.status, 0, r.stdout);
       assert.match(r.stderr, message);
       // A container whose start failed may remain "created" (as with Docker), but no kernel object may.
-      d.cli(["ps", "-a", "-q"])
+      const leftovers = d
+        .cli(["ps", "-a", "-q"])
         .stdout.trim()
         .split("\n")
-        .filter((id) => id && !ps.includes(id))
-        .forEach((id) => d.ok(["rm", "-f", id]));
+        .filter((id) => id && !ps.includes(id));
+      for (const id of leftovers) d.ok(["rm", "-f", id]);
       assert.equal(snapshot(), before);
     });
   }
@@ -127,13 +169,23 @@ describe("bad input changes nothing", () => {
     const n = 16;
     const created = await Promise.all(
       Array.from({ length: n }, (_, i) =>
-        d.api("POST", `/containers/create?name=p${i}`, { Cmd: ["sleep", "1000"], HostConfig: { NetworkMode: "busy_net" } }),
+        d.api("POST", `/containers/create?name=p${i}`, {
+          Cmd: ["sleep", "1000"],
+          HostConfig: { NetworkMode: "busy_net" },
+        }),
       ),
     );
     assert.ok(created.every((r) => r.status === 201));
-    const started = await Promise.all(Array.from({ length: n }, (_, i) => d.api("POST", `/containers/p${i}/start`)));
-    assert.ok(started.every((r) => r.status === 204), started.map((r) => r.text).join(" "));
-    const net = (await d.api("GET", "/networks/busy_net")).body as { Containers: Record<string, { IPv4Address: string }> };
+    const started = await Promise.all(
+      Array.from({ length: n }, (_, i) => d.api("POST", `/containers/p${i}/start`)),
+    );
+    assert.ok(
+      started.every((r) => r.status === 204),
+      started.map((r) => r.text).join(" "),
+    );
+    const net = (await d.api("GET", "/networks/busy_net")).body as {
+      Containers: Record<string, { IPv4Address: string }>;
+    };
     const addresses = Object.values(net.Containers).map((c) => c.IPv4Address);
     assert.equal(addresses.length, n);
     assert.equal(new Set(addresses).size, n);

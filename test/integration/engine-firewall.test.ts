@@ -15,7 +15,21 @@ describe("firewall through the engine", () => {
     d = await TestDaemon.start("fw");
     outside = makeTestNetns("out");
     const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
-    ok(d.hostExec(["ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", outside.name]));
+    ok(
+      d.hostExec([
+        "ip",
+        "link",
+        "add",
+        "uplink",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        outside.name,
+      ]),
+    );
     ok(d.hostExec(["ip", "addr", "add", "198.51.100.1/24", "dev", "uplink"]));
     ok(d.hostExec(["ip", "link", "set", "uplink", "up"]));
     ok(outside.exec(["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"]));
@@ -47,7 +61,15 @@ describe("firewall through the engine", () => {
   });
 
   it("enable_icc=false blocks container-to-container traffic on that network only", () => {
-    d.ok(["network", "create", "--subnet", "10.72.0.0/24", "-o", "com.docker.network.bridge.enable_icc=false", "noicc"]);
+    d.ok([
+      "network",
+      "create",
+      "--subnet",
+      "10.72.0.0/24",
+      "-o",
+      "com.docker.network.bridge.enable_icc=false",
+      "noicc",
+    ]);
     d.ok(["run", "-d", "--name", "n1", "--net", "noicc", "sleep", "1000"]);
     d.ok(["run", "-d", "--name", "n2", "--net", "noicc", "sleep", "1000"]);
     assert.notEqual(d.exec("n1", ["ping", "-c1", "-W1", "10.72.0.3"]).status, 0);
@@ -55,7 +77,15 @@ describe("firewall through the engine", () => {
   });
 
   it("enable_ip_masquerade=false leaves source addresses alone", () => {
-    d.ok(["network", "create", "--subnet", "10.73.0.0/24", "-o", "com.docker.network.bridge.enable_ip_masquerade=false", "nomasq"]);
+    d.ok([
+      "network",
+      "create",
+      "--subnet",
+      "10.73.0.0/24",
+      "-o",
+      "com.docker.network.bridge.enable_ip_masquerade=false",
+      "nomasq",
+    ]);
     d.ok(["run", "-d", "--name", "m1", "--net", "nomasq", "sleep", "1000"]);
     // Without NAT the outside host has no route back to 10.73.0.0/24, so the ping gets no reply.
     assert.notEqual(d.exec("m1", ["ping", "-c1", "-W1", "198.51.100.2"]).status, 0);
@@ -67,11 +97,20 @@ describe("firewall through the engine", () => {
     d.ok(["network", "create", "--ipv6", "--subnet", "10.74.0.0/24", "--subnet", "fd00:74::/64", "dual"]);
     d.ok(["run", "-d", "--name", "v1", "--net", "dual", "sleep", "1000"]);
     d.ok(["run", "-d", "--name", "v2", "--net", "dual", "--ip6", "fd00:74::99", "sleep", "1000"]);
-    assert.equal(d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}", "v2"]), "fd00:74::99");
+    assert.equal(
+      d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}", "v2"]),
+      "fd00:74::99",
+    );
     assert.equal(d.exec("v1", ["ping", "-6", "-c1", "-W2", "fd00:74::99"]).status, 0);
     assert.equal(d.exec("v1", ["ping", "-6", "-c1", "-W2", "fd00:74::1"]).status, 0);
     d.ok(["network", "create", "--ipv6", "v6default"]);
-    const subnets = d.ok(["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}", "v6default"]);
+    const subnets = d.ok([
+      "network",
+      "inspect",
+      "-f",
+      "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+      "v6default",
+    ]);
     assert.match(subnets, /^172\.\d+\.0\.0\/16 fd[0-9a-f:]+::\/64$/);
   });
 });

@@ -24,15 +24,26 @@ describe("crash and restart", () => {
     // Veths of removed sandboxes disappear in the kernel's background cleanup: give it a moment.
     let veths = 0;
     for (let i = 0; i < 50; i++) {
-      veths = d.hostExec(["ip", "-o", "link", "show", "type", "veth"]).stdout.trim().split("\n").filter(Boolean).length;
+      veths = d
+        .hostExec(["ip", "-o", "link", "show", "type", "veth"])
+        .stdout.trim()
+        .split("\n")
+        .filter(Boolean).length;
       if (veths === endpoints) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(veths, endpoints, "host veths vs endpoints");
-    const running = ((await d.api("GET", "/containers/json")).body as { HostConfig: { NetworkMode: string } }[]).filter(
-      (c) => !["host"].includes(c.HostConfig.NetworkMode) && !c.HostConfig.NetworkMode.startsWith("container:"),
+    const running = (
+      (await d.api("GET", "/containers/json")).body as { HostConfig: { NetworkMode: string } }[]
+    ).filter(
+      (c) =>
+        !["host"].includes(c.HostConfig.NetworkMode) && !c.HostConfig.NetworkMode.startsWith("container:"),
     ).length;
-    assert.equal(readdirSync(join(d.execRoot, "netns")).length, running, "sandbox namespaces vs running containers");
+    assert.equal(
+      readdirSync(join(d.execRoot, "netns")).length,
+      running,
+      "sandbox namespaces vs running containers",
+    );
   }
 
   it("keeps running containers connected across a daemon restart", async () => {
@@ -52,7 +63,9 @@ describe("crash and restart", () => {
     const names = Array.from({ length: 6 }, (_, i) => `w${i}`);
     for (const name of names) d.ok(["run", "-d", "--name", name, "--net", "net_a", "sleep", "1000"]);
     // Fire connects and kill the daemon while they are in flight.
-    const inflight = names.flatMap((name) => nets.map((n) => d.api("POST", `/networks/${n}/connect`, { Container: name }).catch(() => undefined)));
+    const inflight = names.flatMap((name) =>
+      nets.map((n) => d.api("POST", `/networks/${n}/connect`, { Container: name }).catch(() => undefined)),
+    );
     await new Promise((r) => setTimeout(r, 30));
     await d.kill("SIGKILL");
     await Promise.all(inflight);
@@ -60,12 +73,17 @@ describe("crash and restart", () => {
     await assertNoLeakedLinks();
     // Every container still reaches the others over net_a.
     const a2 = "10.60.0.200";
-    for (const name of names) assert.equal(d.exec(name, ["ping", "-c1", "-W2", a2]).status, 0, `${name} lost connectivity`);
+    for (const name of names)
+      assert.equal(d.exec(name, ["ping", "-c1", "-W2", a2]).status, 0, `${name} lost connectivity`);
     // And every endpoint the daemon reports works.
     for (const name of names) {
-      const ips = d.ok(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name]).split(" ").filter(Boolean);
+      const ips = d
+        .ok(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name])
+        .split(" ")
+        .filter(Boolean);
       const inner = d.exec(name, ["ip", "-o", "-4", "addr"]).stdout;
-      for (const ip of ips) assert.match(inner, new RegExp(`${ip.replaceAll(".", "\\.")}/24`), `${name} lacks ${ip}`);
+      for (const ip of ips)
+        assert.match(inner, new RegExp(`${ip.replaceAll(".", "\\.")}/24`), `${name} lacks ${ip}`);
     }
   });
 

@@ -5,7 +5,7 @@ import type { EngineEvent } from "../../engine/events.js";
 import type { ContainerRecord } from "../../engine/types.js";
 import { InvalidParameterError } from "../../errors.js";
 import { applyFilters, matchesLabels, matchesPattern, parseFilters } from "../filters.js";
-import { type Router, queryBool, sendEmpty, sendJson } from "../router.js";
+import { queryBool, type Router, sendEmpty, sendJson } from "../router.js";
 import { toContainerCreate } from "../schemas.js";
 import { containerSummary, containerView } from "../views.js";
 
@@ -25,15 +25,22 @@ export function containerRoutes(router: Router, engine: Engine): void {
     label: (c: ContainerRecord, v: string) => matchesLabels([v], c.labels),
   };
 
-  const view = (c: ContainerRecord) => containerView(ctx, c, { ...containers.runFiles(c), log: containers.logPath(c) });
+  const view = (c: ContainerRecord) =>
+    containerView(ctx, c, { ...containers.runFiles(c), log: containers.logPath(c) });
 
   router.on("GET", "/containers/json", (req, res) => {
     const filters = parseFilters(req.query.get("filters"), CONTAINER_FILTERS);
     const all = queryBool(req.query, "all") || filters.has("status") || filters.has("exited");
-    let list = applyFilters(containers.list(), filters, tests).filter((c) => all || c.state.status === "running");
+    let list = applyFilters(containers.list(), filters, tests).filter(
+      (c) => all || c.state.status === "running",
+    );
     const limit = Number(req.query.get("limit") ?? -1);
     if (limit > 0) list = list.slice(0, limit);
-    sendJson(res, 200, list.map((c) => containerSummary(ctx, c)));
+    sendJson(
+      res,
+      200,
+      list.map((c) => containerSummary(ctx, c)),
+    );
   });
 
   router.on("POST", "/containers/create", async (req, res) => {
@@ -109,7 +116,12 @@ export function containerRoutes(router: Router, engine: Engine): void {
     if (!queryBool(req.query, "stdout") && !queryBool(req.query, "stderr")) {
       throw new InvalidParameterError("you must choose at least one stream");
     }
-    streamLogs(res, containers.logPath(c), queryBool(req.query, "follow") ? () => stillWriting(ctx.containers.get(c.id)) : undefined, req.raw);
+    streamLogs(
+      res,
+      containers.logPath(c),
+      queryBool(req.query, "follow") ? () => stillWriting(ctx.containers.get(c.id)) : undefined,
+      req.raw,
+    );
   });
 }
 
@@ -132,7 +144,12 @@ function timeoutParam(q: URLSearchParams): number | undefined {
  * With `following`, keeps reading while it says the container may still write. The file is opened
  * once, so what a container wrote stays readable even when --rm removes the file at its exit.
  */
-function streamLogs(res: ServerResponse, path: string, following: (() => boolean) | undefined, raw: NodeJS.EventEmitter): void {
+function streamLogs(
+  res: ServerResponse,
+  path: string,
+  following: (() => boolean) | undefined,
+  raw: NodeJS.EventEmitter,
+): void {
   let fd: number;
   try {
     fd = openSync(path, "r");

@@ -1,9 +1,15 @@
 import type { Engine } from "../../engine/engine.js";
-import { applyFilters, matchesLabels, matchesPattern, parseFilters } from "../filters.js";
-import { type Router, queryBool, sendEmpty, sendJson } from "../router.js";
-import { networkConnectSchema, networkDisconnectSchema, parse, toEndpointRequest, toNetworkCreate } from "../schemas.js";
-import { networkView } from "../views.js";
 import type { NetworkRecord } from "../../engine/types.js";
+import { applyFilters, matchesLabels, matchesPattern, parseFilters } from "../filters.js";
+import { queryBool, type Router, sendEmpty, sendJson } from "../router.js";
+import {
+  networkConnectSchema,
+  networkDisconnectSchema,
+  parse,
+  toEndpointRequest,
+  toNetworkCreate,
+} from "../schemas.js";
+import { networkView } from "../views.js";
 
 const NETWORK_FILTERS = ["dangling", "driver", "id", "label", "name", "scope", "type"] as const;
 
@@ -14,15 +20,21 @@ export function networkRoutes(router: Router, engine: Engine): void {
     id: (n: NetworkRecord, v: string) => n.id.startsWith(v),
     name: (n: NetworkRecord, v: string) => matchesPattern(v, n.name),
     scope: (n: NetworkRecord, v: string) => n.scope === v,
-    type: (n: NetworkRecord, v: string) => (v === "builtin" ? n.predefined : v === "custom" ? !n.predefined : false),
-    dangling: (n: NetworkRecord, v: string) => (ctx.endpointsOn(n.id).length === 0 && !n.predefined) === (v === "true" || v === "1"),
+    type: (n: NetworkRecord, v: string) =>
+      v === "builtin" ? n.predefined : v === "custom" ? !n.predefined : false,
+    dangling: (n: NetworkRecord, v: string) =>
+      (ctx.endpointsOn(n.id).length === 0 && !n.predefined) === (v === "true" || v === "1"),
     label: (n: NetworkRecord, v: string) => matchesLabels([v], n.labels),
   };
 
   router.on("GET", "/networks", (req, res) => {
     const filters = parseFilters(req.query.get("filters"), NETWORK_FILTERS);
     const nets = applyFilters(engine.networks.list(), filters, tests);
-    sendJson(res, 200, nets.map((n) => networkView(ctx, n)));
+    sendJson(
+      res,
+      200,
+      nets.map((n) => networkView(ctx, n)),
+    );
   });
 
   router.on("GET", "/networks/:id", (req, res) => {
@@ -60,7 +72,11 @@ export function networkRoutes(router: Router, engine: Engine): void {
 
   router.on("POST", "/networks/:id/disconnect", async (req, res) => {
     const b = parse(networkDisconnectSchema, await req.body());
-    await engine.containers.disconnect(req.params.id ?? "", b.Container, b.Force || queryBool(req.query, "force"));
+    await engine.containers.disconnect(
+      req.params.id ?? "",
+      b.Container,
+      b.Force || queryBool(req.query, "force"),
+    );
     sendEmpty(res, 200);
   });
 }

@@ -1,4 +1,4 @@
-import { hostname, release, totalmem, cpus } from "node:os";
+import { cpus, hostname, release, totalmem } from "node:os";
 import type { Engine } from "../../engine/engine.js";
 import type { EngineEvent } from "../../engine/events.js";
 import { type Router, sendJson } from "../router.js";
@@ -25,7 +25,13 @@ export function systemRoutes(router: Router, engine: Engine): void {
         {
           Name: "Engine",
           Version: CTNET_VERSION,
-          Details: { ApiVersion: API_VERSION, MinAPIVersion: MIN_API_VERSION, Os: "linux", Arch: arch(), KernelVersion: release() },
+          Details: {
+            ApiVersion: API_VERSION,
+            MinAPIVersion: MIN_API_VERSION,
+            Os: "linux",
+            Arch: arch(),
+            KernelVersion: release(),
+          },
         },
       ],
       Version: CTNET_VERSION,
@@ -63,7 +69,14 @@ export function systemRoutes(router: Router, engine: Engine): void {
       Plugins: { Network: [...engine.ctx.drivers.keys()], Volume: [], Log: ["file"], Authorization: null },
       SecurityOptions: [],
       Warnings: [],
-      Swarm: { LocalNodeState: "inactive", NodeID: "", NodeAddr: "", ControlAvailable: false, Error: "", RemoteManagers: null },
+      Swarm: {
+        LocalNodeState: "inactive",
+        NodeID: "",
+        NodeAddr: "",
+        ControlAvailable: false,
+        Error: "",
+        RemoteManagers: null,
+      },
       Runtimes: {},
       DefaultRuntime: "ctnet",
       LiveRestoreEnabled: true,
@@ -73,7 +86,8 @@ export function systemRoutes(router: Router, engine: Engine): void {
   router.on("GET", "/events", (req, res) => {
     res.writeHead(200, { "Content-Type": "application/json" });
     res.flushHeaders();
-    const send = (e: EngineEvent) => res.write(`${JSON.stringify({ ...e, status: e.Action, id: e.Actor.ID, from: "" })}\n`);
+    const send = (e: EngineEvent) =>
+      res.write(`${JSON.stringify({ ...e, status: e.Action, id: e.Actor.ID, from: "" })}\n`);
     engine.ctx.events.on("event", send);
     const until = Number(req.query.get("until"));
     const timer = until > 0 ? setTimeout(() => res.end(), Math.max(0, until * 1000 - Date.now())) : undefined;

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { ConflictError } from "../../errors.js";
 import type { EndpointRecord, NetworkRecord } from "../../engine/types.js";
+import { ConflictError } from "../../errors.js";
 import type { Netlink } from "../../kernel/netlink.js";
 import type { Driver, NetworkSpec, SandboxHandle } from "../driver.js";
 import { parseBoolOption, parseMtuOption, rejectUnknownOptions, validateIfname } from "../options.js";
@@ -48,7 +48,10 @@ export class BridgeDriver implements Driver {
 
   constructor(private readonly host: Netlink) {}
 
-  validate(spec: NetworkSpec, existing: NetworkRecord[]): { options: Record<string, string>; device: string } {
+  validate(
+    spec: NetworkSpec,
+    existing: NetworkRecord[],
+  ): { options: Record<string, string>; device: string } {
     rejectUnknownOptions(this.name, spec.options, KNOWN);
     const options = { ...spec.options };
     parseBoolOption(ENABLE_ICC, options[ENABLE_ICC], true);
@@ -71,12 +74,16 @@ export class BridgeDriver implements Driver {
     const { mtu } = bridgeSettings(net);
     const link = await this.host.getLink(name);
     if (link && link.alias !== networkAlias(net.id)) {
-      throw new ConflictError(`cannot create bridge ${name}: an interface of that name already exists on the host`);
+      throw new ConflictError(
+        `cannot create bridge ${name}: an interface of that name already exists on the host`,
+      );
     }
     if (!link) await this.host.createBridge({ name, mtu, alias: networkAlias(net.id), mac: randomMac() });
     else if (mtu && link.mtu !== mtu) await this.host.setMtu(name, mtu);
     for (const pool of net.pools) {
-      await this.host.addAddress(name, `${pool.gateway}${prefixOf(pool.subnet)}`, { noDad: pool.family === 6 });
+      await this.host.addAddress(name, `${pool.gateway}${prefixOf(pool.subnet)}`, {
+        noDad: pool.family === 6,
+      });
     }
     await this.host.setUp(name);
   }
@@ -87,7 +94,12 @@ export class BridgeDriver implements Driver {
     if (link && link.alias === networkAlias(net.id)) await this.host.deleteLink(name);
   }
 
-  async join(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle, defaultRoute: boolean): Promise<void> {
+  async join(
+    net: NetworkRecord,
+    ep: EndpointRecord,
+    sandbox: SandboxHandle,
+    defaultRoute: boolean,
+  ): Promise<void> {
     const { mtu } = bridgeSettings(net);
     await this.host.createVeth({
       name: ep.hostIfname,
@@ -103,7 +115,8 @@ export class BridgeDriver implements Driver {
       const nl = sandbox.netlink;
       for (const pool of net.pools) {
         const address = pool.family === 4 ? ep.ipv4 : ep.ipv6;
-        if (address) await nl.addAddress(ep.ifname, `${address}${prefixOf(pool.subnet)}`, { noDad: pool.family === 6 });
+        if (address)
+          await nl.addAddress(ep.ifname, `${address}${prefixOf(pool.subnet)}`, { noDad: pool.family === 6 });
       }
       await nl.setUp(ep.ifname);
       if (defaultRoute) await this.setDefaultRoute(net, ep, sandbox);
@@ -127,7 +140,12 @@ export class BridgeDriver implements Driver {
     for (const pool of net.pools) {
       const has = pool.family === 4 ? ep.ipv4 : ep.ipv6;
       if (has) {
-        await sandbox.netlink.addRoute({ dst: "default", gateway: pool.gateway, dev: ep.ifname, family: pool.family });
+        await sandbox.netlink.addRoute({
+          dst: "default",
+          gateway: pool.gateway,
+          dev: ep.ifname,
+          family: pool.family,
+        });
       }
     }
   }
