@@ -1,0 +1,97 @@
+import { readFileSync, statSync } from "node:fs";
+import type { ResolverView } from "../dns/records.js";
+import { parseResolvConf } from "../runtime/etc-files.js";
+import type { EngineContext } from "./context.js";
+import { shortId } from "./ids.js";
+import type { ContainerRecord, EndpointRecord, NetworkRecord } from "./types.js";
+
+/** Only user-defined networks get name resolution, as in Docker (the default bridge does not). */
+export const hasEmbeddedDns = (net: NetworkRecord | undefined): net is NetworkRecord =>
+  net !== undefined && !net.predefined && net.driver !== "host" && net.driver !== "null";
+
+/**
+ * What the embedded resolver sees, computed from the engine's records at query time, so names
+ * follow connects, disconnects, stops and renames with no cache to invalidate. A sandbox id is
+ * the id of the container that owns the namespace.
+ */
+export class EngineResolverView implements ResolverView {
+  private hostUpstreams: { mtimeMs: number; servers: string[] } = { mtimeMs: -1, servers: [] };
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly hostResolvConf = "/etc/resolv.conf",
+  ) {}
+
+  /** Networks the sandbox's container shares with others, by id. */
+  private sharedNetworks(sandboxId: string): Set<string> {
+    const out = new Set<string>();
+    for (const ep of this.ctx.endpointsOf(sandboxId))
+      if (hasEmbeddedDns(this.ctx.networks.get(ep.networkId))) out.add(ep.networkId);
+    return out;
+  }
+
+  private *candidates(
+    sandboxId: string,
+  ): Generator<{ ep: EndpointRecord; c: ContainerRecord; net: NetworkRecord }> {
+    const shared = this.sharedNetworks(sandboxId);
+    if (shared.size === 0) return;
+    for (const ep of this.ctx.endpoints.values()) {
+      if (!shared.has(ep.networkId)) continue;
+      const c = this.ctx.containers.get(ep.containerId);
+      const net = this.ctx.networks.get(ep.networkId);
+      if (c && net && c.state.status === "running") yield { ep, c, net };
+    }
+  }
+
+  lookup(sandboxId: string, name: string, family: 4 | 6): string[] | undefined {
+    let known = false;
+    const out: string[] = [];
+    for (const { ep, c, net } of this.candidates(sandboxId)) {
+      if (!matches(name, ep, c, net)) continue;
+      known = true;
+      const address = family === 4 ? ep.ipv4 : ep.ipv6;
+      if (address && !out.includes(address)) out.push(address);
+    }
+    return known ? out : undefined;
+  }
+
+  reverse(sandboxId: string, address: string): string | undefined {
+    for (const { ep, c, net } of this.candidates(sandboxId)) {
+      if (ep.ipv4 === address || ep.ipv6 === address) return `${c.name}.${net.name}`;
+    }
+    return undefined;
+  }
+
+  upstreams(sandboxId: string): string[] {
+    const c = this.ctx.containers.get(sandboxId);
+    if (c && c.dns.length > 0) return c.dns;
+    if (this.ctx.dns.length > 0) return this.ctx.dns;
+    return this.hostServers();
+  }
+
+  /** The host's resolvers, re-read when /etc/resolv.conf changes. Loopback ones work: forwarding happens on the host. */
+  private hostServers(): string[] {
+    try {
+      const { mtimeMs } = statSync(this.hostResolvConf);
+      if (mtimeMs !== this.hostUpstreams.mtimeMs) {
+        this.hostUpstreams = {
+          mtimeMs,
+          servers: parseResolvConf(readFileSync(this.hostResolvConf, "utf8")).nameservers,
+        };
+      }
+    } catch {
+      this.hostUpstreams = { mtimeMs: -1, servers: [] };
+    }
+    return this.hostUpstreams.servers;
+  }
+}
+
+function matches(name: string, ep: EndpointRecord, c: ContainerRecord, net: NetworkRecord): boolean {
+  const names = [c.name, shortId(c.id), ...ep.aliases];
+  const lower = name.toLowerCase();
+  for (const n of names) {
+    const l = n.toLowerCase();
+    if (lower === l || lower === `${l}.${net.name.toLowerCase()}`) return true;
+  }
+  return false;
+}
