@@ -50,7 +50,9 @@ async function main(): Promise<void> {
   try {
     const create: number[] = [];
     for (let i = 0; i < ROUNDS; i++) {
-      create.push(await timed(() => d.api("POST", "/networks/create", { Name: `bn${i}` }), 201));
+      create.push(
+        await timed(() => d.api("POST", "/networks/create", { Name: `bn${i}`, IPAM: { Config: [{ Subnet: `10.200.${i}.0/24` }] } }), 201),
+      );
     }
     results.push(stat("network create", create));
     const remove: number[] = [];

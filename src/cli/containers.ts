@@ -5,7 +5,7 @@ import { type Command, CommanderError } from "commander";
 import { ApiError, type Client, type ContainerWaitResponse } from "../client/client.js";
 import { clientOf, collect, forEachName, print, printItems } from "./common.js";
 import { describeError, ExitError, UsageError } from "./errors.js";
-import { CONTAINER_HEADERS, CONTAINER_TABLE, containerRow, formatList } from "./format.js";
+import { CONTAINER_HEADERS, CONTAINER_TABLE, containerRow, formatList, portLines } from "./format.js";
 import { containerCreateBody, parseFilters } from "./requests.js";
 import { parseTemplate } from "./template.js";
 
@@ -61,6 +61,17 @@ export function registerContainers(program: Command): void {
         found.push(await inspectAny(client, name, opts.type));
       });
       printItems(found, tmpl);
+    });
+
+  program
+    .command("port")
+    .description("List port mappings or a specific mapping for the container")
+    .argument("<container>")
+    .argument("[private_port]", "PRIVATE_PORT[/PROTO]")
+    .action(async (container: string, privatePort: string | undefined, _opts, cmd: Command) => {
+      const info = await clientOf(cmd).containerInspect(container);
+      const lines = portLines(info.NetworkSettings?.Ports, container, privatePort);
+      if (lines.length > 0) print(lines.join("\n"));
     });
 
   program
@@ -155,6 +166,8 @@ function registerRun(program: Command): void {
       "publish a container's port(s) to the host: [IP:][HOST:]CONTAINER[/PROTO]",
       collect,
     )
+    .option("-P, --publish-all", "publish all exposed ports to random ports")
+    .option("--expose <PORT>", "expose a port or a range of ports: PORT[-END][/PROTO]", collect)
     .option("--rm", "automatically remove the container when it exits")
     // Docker exits 125 when `run` itself fails, keeping 1–124 for the container's own exit codes.
     .exitOverride((err) => {

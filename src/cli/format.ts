@@ -4,6 +4,7 @@
  * Everything here is pure so that output can be tested byte for byte.
  */
 import type { ContainerSummary, Network, PortSummary } from "../client/client.js";
+import { UsageError } from "./errors.js";
 import { parseTemplate } from "./template.js";
 
 /**
@@ -79,25 +80,116 @@ export function ellipsis(s: string, maxLength: number): string {
   return `${chars.slice(0, maxLength - 1).join("")}…`;
 }
 
-/** `0.0.0.0:8080->80/tcp, 53/udp`: published ports with their host side, exposed ones alone. */
+/** Go's net.JoinHostPort: IPv6 addresses in brackets. */
+function joinHostPort(host: string, port: string | number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function goStringLess(x: string, y: string): number {
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/**
+ * docker ps's PORTS column (docker/cli's DisplayablePorts, as docker 28 prints it): unpublished
+ * ports and ports published on the same number are grouped into ranges (`53-54/udp`,
+ * `0.0.0.0:8001-8002->8001-8002/tcp`) and come first; other mappings follow one by one, with IPv6
+ * host addresses in brackets (`[::]:8000->80/tcp`). Go string order, so 0.0.0.0 sorts before ::.
+ */
 export function formatPorts(ports: PortSummary[] | undefined): string {
-  // Code-point order, not locale order, so IPv4 bindings come before IPv6 ones as in docker.
-  const cmp = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
   const sorted = [...(ports ?? [])].sort(
-    (a, b) => a.PrivatePort - b.PrivatePort || cmp(a.Type, b.Type) || cmp(a.IP ?? "", b.IP ?? ""),
+    (a, b) =>
+      a.PrivatePort - b.PrivatePort ||
+      goStringLess(a.IP ?? "", b.IP ?? "") ||
+      (a.PublicPort ?? 0) - (b.PublicPort ?? 0) ||
+      goStringLess(a.Type, b.Type),
   );
-  const seen = new Set<string>();
-  const out: string[] = [];
+  const groups = new Map<string, { first: number; last: number }>();
+  const result: string[] = [];
+  const mappings: string[] = [];
+  // docker splits the key at "/", so a group on "::" prints as ":::80->80/tcp"; kept as docker has it.
+  const formGroup = (key: string, g: { first: number; last: number }) => {
+    const slash = key.lastIndexOf("/");
+    const ip = slash === -1 ? "" : key.slice(0, slash);
+    const type = key.slice(slash + 1);
+    let group = g.first === g.last ? String(g.first) : `${g.first}-${g.last}`;
+    if (ip !== "") group = `${ip}:${group}->${group}`;
+    return `${group}/${type}`;
+  };
   for (const p of sorted) {
-    let s = `${p.PrivatePort}/${p.Type}`;
-    if (p.PublicPort) {
-      const ip = p.IP ?? "";
-      s = `${ip.includes(":") ? `[${ip}]` : ip}:${p.PublicPort}->${s}`;
+    let key = p.Type;
+    if (p.IP) {
+      if (p.PublicPort !== p.PrivatePort) {
+        mappings.push(`${joinHostPort(p.IP, p.PublicPort ?? 0)}->${p.PrivatePort}/${p.Type}`);
+        continue;
+      }
+      key = `${p.IP}/${p.Type}`;
     }
-    if (!seen.has(s)) out.push(s);
-    seen.add(s);
+    const g = groups.get(key);
+    if (g && p.PrivatePort === g.last + 1) {
+      g.last = p.PrivatePort;
+      continue;
+    }
+    if (g) {
+      result.push(formGroup(key, g));
+      // Go's map keeps the key's first insertion slot, so the group is replaced in place.
+      g.first = p.PrivatePort;
+      g.last = p.PrivatePort;
+      continue;
+    }
+    groups.set(key, { first: p.PrivatePort, last: p.PrivatePort });
   }
-  return out.join(", ");
+  for (const [key, g] of groups) result.push(formGroup(key, g));
+  return [...result, ...mappings].join(", ");
+}
+
+/** sortorder.NaturalLess as docker uses it: digit runs compare as numbers, the rest as bytes. */
+export function naturalCompare(a: string, b: string): number {
+  const chunks = (s: string) => s.match(/\d+|\D+/g) ?? [];
+  const ca = chunks(a);
+  const cb = chunks(b);
+  for (let i = 0; i < Math.min(ca.length, cb.length); i++) {
+    const x = ca[i] as string;
+    const y = cb[i] as string;
+    if (x === y) continue;
+    const nx = /^\d/.test(x);
+    const ny = /^\d/.test(y);
+    if (nx && ny) {
+      const d = Number(x) - Number(y);
+      if (d !== 0) return d;
+      return x.length - y.length;
+    }
+    return goStringLess(x, y);
+  }
+  return ca.length - cb.length;
+}
+
+/**
+ * `docker port` output from NetworkSettings.Ports: every mapping as `80/tcp -> 0.0.0.0:8000`, or,
+ * for one PRIVATE_PORT[/PROTO], just its host addresses; naturally sorted, one per line.
+ */
+export function portLines(
+  ports: Record<string, { HostIp?: string; HostPort?: string }[] | null> | undefined,
+  container: string,
+  privatePort?: string,
+): string[] {
+  const out: string[] = [];
+  if (privatePort !== undefined) {
+    const slash = privatePort.indexOf("/");
+    const port = slash === -1 ? privatePort : privatePort.slice(0, slash);
+    const proto = slash === -1 || slash === privatePort.length - 1 ? "tcp" : privatePort.slice(slash + 1);
+    if (!/^\d+$/.test(port) || Number(port) > 65535) throw new UsageError(`Error: invalid port (${port})`);
+    const frontends = ports?.[`${port}/${proto}`];
+    if (!frontends) {
+      throw new UsageError(`Error: No public port '${privatePort}' published for ${container}`);
+    }
+    for (const f of frontends) out.push(joinHostPort(f.HostIp ?? "", f.HostPort ?? ""));
+  } else {
+    for (const [from, frontends] of Object.entries(ports ?? {})) {
+      for (const f of frontends ?? [])
+        out.push(`${from} -> ${joinHostPort(f.HostIp ?? "", f.HostPort ?? "")}`);
+    }
+  }
+  return out.sort(naturalCompare);
 }
 
 /** Go's time.Time String() form, which docker's CreatedAt fields print. */

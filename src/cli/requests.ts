@@ -155,60 +155,95 @@ export interface PortMapping {
   binding: PortBinding;
 }
 
-function parsePortRange(s: string, what: string, spec: string): [number, number] {
+function parsePortRange(s: string, what: string): [number, number] {
   const m = /^(\d+)(?:-(\d+))?$/.exec(s);
   const start = Number(m?.[1]);
   const end = m?.[2] ? Number(m[2]) : start;
-  if (!m || start < 1 || end > 65535 || end < start)
-    throw new UsageError(`invalid ${what} "${s}" in ${spec}`);
+  if (!m || start < 1 || end > 65535 || end < start) throw new UsageError(`invalid ${what}: ${s}`);
   return [start, end];
 }
 
-/**
- * Docker's port spec, `[IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]`, with ranges on either side and
- * IPv6 addresses in brackets. A host range against a single container port is passed whole, so
- * the daemon picks a free port from it, as docker does.
- */
-export function parsePortSpec(spec: string): PortMapping[] {
-  let rest = spec;
-  let proto = "tcp";
-  const slash = rest.lastIndexOf("/");
-  if (slash !== -1) {
-    proto = rest.slice(slash + 1).toLowerCase();
-    rest = rest.slice(0, slash);
-  }
-  if (!["tcp", "udp", "sctp"].includes(proto)) throw new UsageError(`invalid proto: ${proto}`);
-  let ip = "";
-  if (rest.startsWith("[")) {
-    const close = rest.indexOf("]:");
-    if (close === -1) throw new UsageError(`invalid port spec: ${spec}`);
-    ip = rest.slice(1, close);
-    rest = rest.slice(close + 2);
-    if (!rest.includes(":")) throw new UsageError(`invalid port spec: ${spec}`);
-  }
-  const parts = rest.split(":");
-  let hostPart = "";
-  let containerPart: string;
-  if (parts.length === 1) [containerPart] = parts;
-  else if (parts.length === 2) [hostPart, containerPart] = parts;
-  else if (parts.length === 3 && !ip) [ip, hostPart, containerPart] = parts;
-  else throw new UsageError(`invalid port spec: ${spec}`);
-  if (ip && !ipaddr.isValid(ip)) throw new UsageError(`invalid IP address: ${ip}`);
+/** go-connections' splitParts: the last two fields are ports, everything before them the IP. */
+function splitPortSpec(spec: string): [string, string, string] {
+  const parts = spec.split(":");
+  const n = parts.length;
+  const container = parts[n - 1] as string;
+  if (n === 1) return ["", "", container];
+  if (n === 2) return ["", parts[0] as string, container];
+  return [parts.slice(0, n - 2).join(":"), parts[n - 2] as string, container];
+}
 
-  const [cStart, cEnd] = parsePortRange(containerPart, "containerPort", spec);
-  const host = hostPart ? parsePortRange(hostPart, "hostPort", spec) : undefined;
-  const count = cEnd - cStart + 1;
-  if (host && host[1] - host[0] + 1 !== count && count !== 1) {
+/** docker's `--publish target=80,published=8080,protocol=udp` long form, as a short spec. */
+function standardPortSpec(spec: string): string {
+  if (!spec.includes("=")) return spec;
+  const params: Record<string, string> = { protocol: "tcp" };
+  for (const param of spec.split(",")) {
+    const eq = param.indexOf("=");
+    if (eq <= 0) {
+      throw new UsageError(`invalid publish opts format (should be name=value but got '${param}')`);
+    }
+    params[param.slice(0, eq)] = param.slice(eq + 1);
+  }
+  return `${params.published ?? ""}:${params.target ?? ""}/${params.protocol}`;
+}
+
+/**
+ * Docker's port spec, `[IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]` (go-connections' ParsePortSpec),
+ * with ranges on either side and IPv6 addresses in brackets. Ranges expand into one binding per
+ * port; a host range against a single container port is passed whole, so that the daemon picks a
+ * free port from it, as docker does.
+ */
+export function parsePortSpec(rawSpec: string): PortMapping[] {
+  const spec = standardPortSpec(rawSpec);
+  let [ip, hostPart, containerPart] = splitPortSpec(spec);
+  let proto = "tcp";
+  const slash = containerPart.indexOf("/");
+  if (slash !== -1) {
+    proto = containerPart.slice(slash + 1).toLowerCase();
+    containerPart = containerPart.slice(0, slash);
+  }
+  if (ip.startsWith("[")) {
+    if (!ip.endsWith("]")) throw new UsageError(`invalid IP address ${ip}: missing ']' in address`);
+    ip = ip.slice(1, -1);
+  }
+  if (ip && !ipaddr.isValid(ip)) throw new UsageError(`invalid IP address: ${ip}`);
+  if (containerPart === "") throw new UsageError(`no port specified: ${spec}<empty>`);
+  const [cStart, cEnd] = parsePortRange(containerPart, "containerPort");
+  const host = hostPart ? parsePortRange(hostPart, "hostPort") : undefined;
+  if (host && host[1] - host[0] !== cEnd - cStart && cEnd !== cStart) {
     throw new UsageError(
       `invalid ranges specified for container and host Ports: ${containerPart} and ${hostPart}`,
     );
   }
+  if (!["tcp", "udp", "sctp"].includes(proto)) throw new UsageError(`invalid proto: ${proto}`);
+  const count = cEnd - cStart + 1;
   const out: PortMapping[] = [];
   for (let i = 0; i < count; i++) {
     let hostPort = "";
-    if (host) hostPort = count === 1 ? hostPart : String(host[0] + i);
+    if (host) {
+      hostPort = String(host[0] + i);
+      if (count === 1 && host[0] !== host[1]) hostPort += `-${host[1]}`;
+    }
     out.push({ port: `${cStart + i}/${proto}`, binding: { HostIp: ip, HostPort: hostPort } });
   }
+  return out;
+}
+
+/** `--expose PORT[/PROTO]` or `START-END[/PROTO]`: the `PORT/PROTO` keys it adds to ExposedPorts. */
+export function parseExpose(spec: string): string[] {
+  if (spec.includes(":")) throw new UsageError(`invalid port format for --expose: ${spec}`);
+  const slash = spec.indexOf("/");
+  const proto = slash === -1 ? "tcp" : spec.slice(slash + 1).toLowerCase();
+  const ports = slash === -1 ? spec : spec.slice(0, slash);
+  if (!["tcp", "udp", "sctp"].includes(proto)) throw new UsageError(`invalid proto: ${proto}`);
+  let range: [number, number];
+  try {
+    range = parsePortRange(ports, "port");
+  } catch {
+    throw new UsageError(`invalid range format for --expose: ${spec}`);
+  }
+  const out: string[] = [];
+  for (let p = range[0]; p <= range[1]; p++) out.push(`${p}/${proto}`);
   return out;
 }
 
@@ -256,6 +291,8 @@ export interface RunOptions {
   env?: string[];
   rm?: boolean;
   publish?: string[];
+  publishAll?: boolean;
+  expose?: string[];
 }
 
 /**
@@ -306,6 +343,9 @@ export function containerCreateBody(
       bindings[port] = [...(bindings[port] ?? []), binding];
     }
   }
+  for (const spec of o.expose ?? []) {
+    for (const port of parseExpose(spec)) exposed[port] = {};
+  }
 
   return {
     Hostname: o.hostname ?? "",
@@ -322,6 +362,7 @@ export function containerCreateBody(
       AutoRemove: o.rm ?? false,
       Dns: o.dns ?? [],
       PortBindings: bindings,
+      PublishAllPorts: o.publishAll ?? false,
     },
     NetworkingConfig: { EndpointsConfig: endpoints },
   };

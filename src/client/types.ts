@@ -109,6 +109,7 @@ export interface HostConfig {
   AutoRemove?: boolean;
   Dns?: string[];
   PortBindings?: PortMap;
+  PublishAllPorts?: boolean;
   [key: string]: unknown;
 }
 

@@ -1,16 +1,21 @@
 import type { ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import ipaddr from "ipaddr.js";
 import { bridgeSettings } from "../drivers/bridge/bridge.js";
 import type { SandboxHandle } from "../drivers/driver.js";
 import { ConflictError, ForbiddenError, InvalidParameterError, NotFoundError } from "../errors.js";
-import { macFromIPv4, NoAvailableAddressError } from "../ipam/index.js";
+import {
+  addressFamily,
+  macFromIPv4,
+  NoAvailableAddressError,
+  randomMac,
+  subnetContains,
+} from "../ipam/index.js";
 import { log } from "../log.js";
 import { renderHosts, renderResolvConf } from "../runtime/etc-files.js";
 import { isAlive, launch, readExitCode, sendSignal } from "../runtime/process.js";
 import type { EngineContext } from "./context.js";
+import { hasEmbeddedDns } from "./dns-view.js";
 import { lookup, newId, shortId } from "./ids.js";
 import { randomName } from "./names.js";
 import type { Networks } from "./networks.js";
@@ -48,28 +53,23 @@ export interface ContainerCreateRequest {
 const NAME = /^\/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 const POLL_MS = 500;
 
-function inSubnet(address: string, cidr: string): boolean {
+/** Whether `address` is a valid address of that family (so that later subnet checks cannot throw). */
+function validAddress(address: string, family: 4 | 6): boolean {
   try {
-    const ip = ipaddr.parse(address);
-    const range = ipaddr.parseCIDR(cidr);
-    return ip.kind() === range[0].kind() && ip.match(range);
+    return addressFamily(address) === family && !address.includes("/");
   } catch {
     return false;
   }
 }
 
-function validAddress(address: string, family: 4 | 6): boolean {
-  return family === 4 ? ipaddr.IPv4.isValidFourPartDecimal(address) : ipaddr.IPv6.isValid(address);
-}
-
-function randomMac(): string {
-  const b = randomBytes(6);
-  b[0] = ((b[0] ?? 0) & 0xfe) | 0x02;
-  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
-}
-
 const now = () => new Date().toISOString();
 const ZERO_TIME = "0001-01-01T00:00:00Z";
+
+/** The embedded resolver as the container life cycle needs it. */
+export interface SandboxDns {
+  attach(sandboxId: string, nsPath: string): void;
+  detach(sandboxId: string): void;
+}
 
 interface ExitWatch {
   done: Promise<void>;
@@ -81,11 +81,14 @@ interface ExitWatch {
 export class Containers {
   private readonly watches = new Map<string, ExitWatch>();
   private poller: NodeJS.Timeout | undefined;
+  /** containers whose sandbox has the embedded resolver listening */
+  private readonly resolving = new Set<string>();
 
   constructor(
     private readonly ctx: EngineContext,
     private readonly networks: Networks,
     private readonly sandboxes: Sandboxes,
+    private readonly dns: SandboxDns,
   ) {}
 
   find(ref: string): ContainerRecord {
@@ -246,13 +249,13 @@ export class Containers {
         throw new InvalidParameterError(
           `network ${net.name} has no IPv${family} subnet for address ${address}`,
         );
-      const pool = pools.find((p) => inSubnet(address, p.subnet));
+      const pool = pools.find((p) => subnetContains(p.subnet, address));
       if (!pool) {
         throw new InvalidParameterError(
           `invalid address ${address}: it does not belong to any of network ${net.name}'s subnets (${pools.map((p) => p.subnet).join(", ")})`,
         );
       }
-      if (pool.ipRange && !inSubnet(address, pool.ipRange)) {
+      if (pool.ipRange && !subnetContains(pool.ipRange, address)) {
         throw new InvalidParameterError(
           `invalid address ${address}: it is outside the network's --ip-range ${pool.ipRange}`,
         );
@@ -277,7 +280,7 @@ export class Containers {
     const pools = net.pools.filter((p) => p.family === family);
     if (pools.length === 0) return undefined;
     if (preferred) {
-      const pool = pools.find((p) => inSubnet(preferred, p.subnet));
+      const pool = pools.find((p) => subnetContains(p.subnet, preferred));
       if (!pool)
         throw new InvalidParameterError(
           `invalid address ${preferred}: not in any subnet of network ${net.name}`,
@@ -296,7 +299,7 @@ export class Containers {
 
   private release(net: NetworkRecord, address: string | undefined): void {
     if (!address) return;
-    const pool = net.pools.find((p) => inSubnet(address, p.subnet));
+    const pool = net.pools.find((p) => subnetContains(p.subnet, address));
     if (pool) this.ctx.ipam.releaseAddress(net.id, pool.subnet, address);
   }
 
@@ -394,6 +397,11 @@ export class Containers {
         throw err;
       }
       this.writeHostsFile(c);
+      // A container started on the default bridge gains name resolution when it joins a user-defined network.
+      if (hasEmbeddedDns(net) && !this.resolving.has(c.id)) {
+        this.startResolver(c);
+        this.writeResolvConf(c);
+      }
     });
   }
 
@@ -430,6 +438,30 @@ export class Containers {
   }
 
   // ---- start / stop ----
+
+  private usesEmbeddedDns(c: ContainerRecord): boolean {
+    return (
+      c.networkMode.kind === "bridge" &&
+      this.ctx.endpointsOf(c.id).some((e) => hasEmbeddedDns(this.ctx.networks.get(e.networkId)))
+    );
+  }
+
+  private writeResolvConf(c: ContainerRecord): void {
+    writeFileSync(
+      this.runFile(c, "resolv.conf"),
+      renderResolvConf(c.dns.length > 0 ? c.dns : this.ctx.dns, this.resolving.has(c.id)),
+    );
+  }
+
+  private startResolver(c: ContainerRecord): void {
+    this.dns.attach(c.id, c.sandboxPath);
+    this.resolving.add(c.id);
+  }
+
+  private stopResolver(c: ContainerRecord): void {
+    if (!this.resolving.delete(c.id)) return;
+    this.dns.detach(c.id);
+  }
 
   private runFile(c: ContainerRecord, file: string): string {
     return join(this.ctx.containerRunDir(c.id), file);
@@ -483,7 +515,12 @@ export class Containers {
         });
         for (const att of c.attachments) await this.connectEndpoint(c, att, sandbox);
         this.writeHostsFile(c);
-        writeFileSync(files.resolv, renderResolvConf(c.dns.length > 0 ? c.dns : ctx.dns));
+        c.sandboxPath = sandbox.path;
+        if (this.usesEmbeddedDns(c)) {
+          this.startResolver(c);
+          undo.push(() => this.stopResolver(c));
+        }
+        this.writeResolvConf(c);
         writeFileSync(files.hostname, `${c.hostname}\n`);
       } else if (mode.kind === "container") {
         const other = ctx.containers.get(mode.containerId);
@@ -532,6 +569,7 @@ export class Containers {
     } catch (err) {
       await undo.run((e) => log.error({ err: e, container: c.name }, "rollback of container start failed"));
       c.state = { ...c.state, error: (err as Error).message };
+      c.sandboxPath = "";
       await ctx.saveContainer(c).catch(() => undefined);
       throw err;
     }
@@ -585,6 +623,8 @@ export class Containers {
 
   /** Records a container's exit and takes its networking down (the sandbox, its endpoints). */
   async markExited(c: ContainerRecord, exitCode: number): Promise<void> {
+    // The resolver's sockets hold the namespace alive: they go before it.
+    this.stopResolver(c);
     if (c.networkMode.kind === "bridge" || c.networkMode.kind === "none") {
       if (c.sandboxPath) this.sandboxes.destroy(c.sandboxPath);
       for (const ep of this.ctx.endpointsOf(c.id)) await this.releaseEndpoint(ep, false);
@@ -723,6 +763,7 @@ export class Containers {
         await this.connectEndpoint(c, att, sandbox);
       }
       this.writeHostsFile(c);
+      if (this.usesEmbeddedDns(c)) this.startResolver(c);
     }
     this.watch(c);
   }

@@ -1,9 +1,11 @@
 import { readFileSync, statSync } from "node:fs";
 import type { ResolverView } from "../dns/records.js";
-import { parseResolvConf } from "../runtime/etc-files.js";
+import { EMBEDDED_DNS, parseResolvConf } from "../runtime/etc-files.js";
 import type { EngineContext } from "./context.js";
 import { shortId } from "./ids.js";
 import type { ContainerRecord, EndpointRecord, NetworkRecord } from "./types.js";
+
+const HOST_RESOLV_CHECK_MS = 1000;
 
 /** Only user-defined networks get name resolution, as in Docker (the default bridge does not). */
 export const hasEmbeddedDns = (net: NetworkRecord | undefined): net is NetworkRecord =>
@@ -15,7 +17,7 @@ export const hasEmbeddedDns = (net: NetworkRecord | undefined): net is NetworkRe
  * the id of the container that owns the namespace.
  */
 export class EngineResolverView implements ResolverView {
-  private hostUpstreams: { mtimeMs: number; servers: string[] } = { mtimeMs: -1, servers: [] };
+  private readonly hostUpstreams = { mtimeMs: -1, checkedAt: 0, servers: [] as string[] };
 
   constructor(
     private readonly ctx: EngineContext,
@@ -62,36 +64,46 @@ export class EngineResolverView implements ResolverView {
     return undefined;
   }
 
+  /**
+   * A container's --dns, else the daemon's --dns, else the host's resolvers (loopback ones work:
+   * forwarding happens in the host's namespace). A container only on internal networks gets no
+   * upstream, as in Docker: internal means nothing outside is reached, DNS included.
+   */
   upstreams(sandboxId: string): string[] {
+    const eps = this.ctx.endpointsOf(sandboxId);
+    if (eps.length > 0 && eps.every((e) => this.ctx.networks.get(e.networkId)?.internal)) return [];
     const c = this.ctx.containers.get(sandboxId);
-    if (c && c.dns.length > 0) return c.dns;
-    if (this.ctx.dns.length > 0) return this.ctx.dns;
-    return this.hostServers();
+    const servers =
+      c && c.dns.length > 0 ? c.dns : this.ctx.dns.length > 0 ? this.ctx.dns : this.hostServers();
+    return servers.filter((s) => s !== EMBEDDED_DNS);
   }
 
-  /** The host's resolvers, re-read when /etc/resolv.conf changes. Loopback ones work: forwarding happens on the host. */
+  /** The host's resolvers, re-read when /etc/resolv.conf changes (looked at no more than once a second). */
   private hostServers(): string[] {
+    const now = Date.now();
+    const cache = this.hostUpstreams;
+    if (now - cache.checkedAt < HOST_RESOLV_CHECK_MS) return cache.servers;
+    cache.checkedAt = now;
     try {
       const { mtimeMs } = statSync(this.hostResolvConf);
-      if (mtimeMs !== this.hostUpstreams.mtimeMs) {
-        this.hostUpstreams = {
-          mtimeMs,
-          servers: parseResolvConf(readFileSync(this.hostResolvConf, "utf8")).nameservers,
-        };
+      if (mtimeMs !== cache.mtimeMs) {
+        cache.servers = parseResolvConf(readFileSync(this.hostResolvConf, "utf8")).nameservers;
+        cache.mtimeMs = mtimeMs;
       }
     } catch {
-      this.hostUpstreams = { mtimeMs: -1, servers: [] };
+      cache.servers = [];
+      cache.mtimeMs = -1;
     }
-    return this.hostUpstreams.servers;
+    return cache.servers;
   }
 }
 
 function matches(name: string, ep: EndpointRecord, c: ContainerRecord, net: NetworkRecord): boolean {
-  const names = [c.name, shortId(c.id), ...ep.aliases];
   const lower = name.toLowerCase();
-  for (const n of names) {
+  const netName = net.name.toLowerCase();
+  for (const n of [c.name, shortId(c.id), ...ep.aliases]) {
     const l = n.toLowerCase();
-    if (lower === l || lower === `${l}.${net.name.toLowerCase()}`) return true;
+    if (lower === l || lower === `${l}.${netName}`) return true;
   }
   return false;
 }

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { DnsServer } from "../dns/server.js";
 import { BridgeDriver } from "../drivers/bridge/bridge.js";
 import type { Driver } from "../drivers/driver.js";
 import { NoOpDriver } from "../drivers/host/host.js";
@@ -13,6 +14,7 @@ import { FileStore } from "../store/file-store.js";
 import type { Store } from "../store/store.js";
 import { Containers } from "./containers.js";
 import { EngineContext, type EnginePaths } from "./context.js";
+import { EngineResolverView } from "./dns-view.js";
 import { EventLog } from "./events.js";
 import { DEFAULT_BRIDGE_SUBNET, Networks } from "./networks.js";
 import { reconcile } from "./reconcile.js";
@@ -43,6 +45,7 @@ export class Engine {
     readonly ctx: EngineContext,
     readonly networks: Networks,
     readonly containers: Containers,
+    private readonly dns: DnsServer,
   ) {}
 
   static async open(o: EngineOptions): Promise<Engine> {
@@ -72,17 +75,19 @@ export class Engine {
     );
     const networks = new Networks(ctx);
     const sandboxes = new Sandboxes(ctx.netnsDir());
-    const containers = new Containers(ctx, networks, sandboxes);
+    const dns = new DnsServer(new EngineResolverView(ctx));
+    const containers = new Containers(ctx, networks, sandboxes, dns);
     writeSysctl("net.ipv4.ip_forward", "1");
     await ctx.lock.run(() => reconcile(ctx, networks, containers));
     if ([...ctx.networks.values()].some((n) => n.enableIPv6))
       writeSysctl("net.ipv6.conf.all.forwarding", "1");
-    return new Engine(ctx, networks, containers);
+    return new Engine(ctx, networks, containers, dns);
   }
 
   /** Stops following containers and closes sockets; containers and kernel state stay as they are. */
   async close(): Promise<void> {
     this.containers.shutdown();
+    this.dns.close();
     await this.ctx.lock.run(async () => {
       this.ctx.host.close();
       await this.ctx.store.close();

@@ -25,6 +25,23 @@ export interface FirewallNetwork {
   ports?: string[];
 }
 
+/**
+ * One published port as the kernel forwards it: connections to hostIp:hostPort (any local address
+ * of the container address's family when hostIp is "", "0.0.0.0" or "::") are DNATed to
+ * containerIp:containerPort. A Docker binding to "" on a dual-stack container is two of these, one
+ * per family; IPv6 is only forwarded to an IPv6 address (nftables cannot translate families).
+ */
+export interface FirewallPort {
+  proto: "tcp" | "udp";
+  hostIp: string;
+  hostPort: number;
+  containerIp: string;
+  containerPort: number;
+  /** The bridge of the network containerIp is on: ports of internal networks are never forwarded. */
+  bridge: string;
+}
+
 export interface FirewallState {
   networks: FirewallNetwork[];
+  ports?: FirewallPort[];
 }

@@ -17,16 +17,30 @@
  * br_netfilter hands frames to the inet hooks (priority 0), so icc=false drops happen there in
  * either case.
  *
- * Room for what comes next: published ports (DNAT maps keyed by `meta l4proto . ip daddr . th
- * dport` in nat prerouting/output chains, plus hairpin masquerade of `ct status dnat` traffic that
- * leaves through the bridge it came from) and service VIPs (numgen maps) are further sets/maps
- * declared in the skeleton and further keys of desiredElements; their elements are `key : value`
- * strings, which nft's add and delete element commands both accept, so renderDiff stays as it is.
+ * Published ports are four maps (per family, "any local address" and "this address") from
+ * `proto . [daddr .] dport` to `container address . port`, consulted by nat chains on prerouting
+ * (traffic arriving from outside or from containers) and output (connections from the host itself,
+ * to 127.0.0.1 or to its own addresses). Publishing a port is one map element add. Map elements are
+ * `key : value` strings, which nft's add and delete element commands both accept, so renderDiff
+ * treats maps as sets. Around the DNAT:
+ * - traffic from outside keeps its source address (nothing masquerades it);
+ * - the host's own 127.0.0.1 connections are masqueraded as they leave through a bridge, because a
+ *   container would answer 127.0.0.1 to itself; the kernel only routes 127/8 sources off loopback
+ *   with net.ipv4.conf.<bridge>.route_localnet=1, which the engine sets per bridge. IPv6 has no
+ *   such switch, so [::1] is not forwarded (the allocator's socket resets those connections);
+ * - DNATed traffic from a container back out a bridge (a container reaching a published port
+ *   through the host's address, its own or another network's) is masqueraded, so that replies come
+ *   back through the host and are un-NATed. It is recognised by its source subnet, not by
+ *   `iifname @bridges`: when br_netfilter bridges a DNATed frame back into the bridge it came
+ *   from, the postrouting hook runs with no input interface;
+ * - DNATed traffic may cross from one ctnet bridge to another, as Docker's userland proxy lets it:
+ *   publishing a port means anyone who reaches the host may use it. Internal networks stay closed:
+ *   their ports are never forwarded, and their bridges drop all routed traffic before that accept.
  */
 import { isIPv4, isIPv6 } from "node:net";
 import ipaddr from "ipaddr.js";
 import { InvalidParameterError } from "../errors.js";
-import type { FirewallNetwork, FirewallState } from "./model.js";
+import type { FirewallNetwork, FirewallPort, FirewallState } from "./model.js";
 
 export const TABLE = "ctnet";
 
@@ -39,6 +53,12 @@ export const SET_KEYS = [
   "inet ctnet self_pairs",
   "inet ctnet masq4",
   "inet ctnet masq6",
+  "inet ctnet subnets4",
+  "inet ctnet subnets6",
+  "inet ctnet pub4_any",
+  "inet ctnet pub4_ip",
+  "inet ctnet pub6_any",
+  "inet ctnet pub6_ip",
   "bridge ctnet noicc_ports",
 ] as const;
 
@@ -69,21 +89,76 @@ const INET_TABLE = `table inet ${TABLE} {
     flags interval
   }
 
+  # every ctnet network's subnets: the sources of hairpin traffic to published ports
+  set subnets4 {
+    type ipv4_addr
+    flags interval
+  }
+
+  set subnets6 {
+    type ipv6_addr
+    flags interval
+  }
+
+  # published ports on every local address: proto . host port : container address . port
+  map pub4_any {
+    type inet_proto . inet_service : ipv4_addr . inet_service
+  }
+
+  # published ports on one host address: proto . host address . host port : container address . port
+  map pub4_ip {
+    type inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service
+  }
+
+  map pub6_any {
+    type inet_proto . inet_service : ipv6_addr . inet_service
+  }
+
+  map pub6_ip {
+    type inet_proto . ipv6_addr . inet_service : ipv6_addr . inet_service
+  }
+
   chain forward {
     type filter hook forward priority filter; policy accept;
     iifname . oifname @self_pairs accept
     iifname @internal_bridges drop
     oifname @internal_bridges drop
+    iifname @bridges oifname @bridges ct status dnat accept
     iifname @bridges oifname @bridges drop
     oifname @bridges ct state established,related accept
     oifname @bridges ct status dnat accept
     oifname @bridges drop
   }
 
+  # a lookup that finds no element ends the rule, so order only matters between overlapping
+  # keys: a port on one address wins over the same port on every address (the allocator never
+  # gives out both, but a hand-made state could)
+  chain published {
+    dnat ip to meta l4proto . ip daddr . th dport map @pub4_ip
+    dnat ip to meta l4proto . th dport map @pub4_any
+    ip6 daddr ::1 return
+    dnat ip6 to meta l4proto . ip6 daddr . th dport map @pub6_ip
+    dnat ip6 to meta l4proto . th dport map @pub6_any
+  }
+
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local jump published
+  }
+
+  # nft 1.0.6 knows the name dstnat only on prerouting; -100 is its value
+  chain output {
+    type nat hook output priority -100; policy accept;
+    fib daddr type local jump published
+  }
+
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
     oifname != @bridges ip saddr @masq4 masquerade
     oifname != @bridges ip6 saddr @masq6 masquerade
+    oifname @bridges ip saddr 127.0.0.0/8 masquerade
+    oifname @bridges ct status dnat ip saddr @subnets4 masquerade
+    oifname @bridges ct status dnat ip6 saddr @subnets6 masquerade
   }
 }
 `;
@@ -201,11 +276,81 @@ function sorted(elements: Iterable<string>): string[] {
   return [...new Set(elements)].sort();
 }
 
-/** The elements each of our sets must hold for this state, sorted, every key present. */
+function portNumber(n: number, what: string): number {
+  if (!Number.isInteger(n) || n < 1 || n > 65535) {
+    throw new InvalidParameterError(`firewall: invalid ${what} ${JSON.stringify(n)}`);
+  }
+  return n;
+}
+
+type PortMaps = Pick<
+  Record<SetKey, string[]>,
+  "inet ctnet pub4_any" | "inet ctnet pub4_ip" | "inet ctnet pub6_any" | "inet ctnet pub6_ip"
+>;
+
+/**
+ * Map elements of the published ports. One key with two values would make nft refuse the whole
+ * batch, so it is refused here, naming the port.
+ */
+function portElements(ports: FirewallPort[], nets: FirewallNetwork[]): PortMaps {
+  const internal = new Map(nets.map((n) => [n.bridge, n.internal]));
+  const out: Record<keyof PortMaps, Map<string, string>> = {
+    "inet ctnet pub4_any": new Map(),
+    "inet ctnet pub4_ip": new Map(),
+    "inet ctnet pub6_any": new Map(),
+    "inet ctnet pub6_ip": new Map(),
+  };
+  for (const p of ports) {
+    const where = `${p.proto} port ${p.hostPort}`;
+    if (p.proto !== "tcp" && p.proto !== "udp") {
+      throw new InvalidParameterError(`firewall: invalid protocol ${JSON.stringify(p.proto)}`);
+    }
+    const isInternal = internal.get(p.bridge);
+    if (isInternal === undefined) {
+      throw new InvalidParameterError(
+        `firewall: ${where} is published on unknown bridge ${ifname(p.bridge)}`,
+      );
+    }
+    if (isInternal) continue;
+    const family = isIPv4(p.containerIp) ? 4 : isIPv6(p.containerIp) && !p.containerIp.includes("%") ? 6 : 0;
+    if (family === 0) {
+      throw new InvalidParameterError(`firewall: invalid container address ${JSON.stringify(p.containerIp)}`);
+    }
+    const any = p.hostIp === "" || p.hostIp === (family === 4 ? "0.0.0.0" : "::");
+    if (!any && !(family === 4 ? isIPv4(p.hostIp) : isIPv6(p.hostIp) && !p.hostIp.includes("%"))) {
+      throw new InvalidParameterError(
+        `firewall: host address ${JSON.stringify(p.hostIp)} of ${where} is not an IPv${family} address like its container's`,
+      );
+    }
+    const hostPort = portNumber(p.hostPort, "host port");
+    const target = `${ipaddr.parse(p.containerIp).toString()} . ${portNumber(p.containerPort, "container port")}`;
+    const key = any
+      ? `${p.proto} . ${hostPort}`
+      : `${p.proto} . ${ipaddr.parse(p.hostIp).toString()} . ${hostPort}`;
+    const map = out[`inet ctnet pub${family}_${any ? "any" : "ip"}`];
+    const had = map.get(key);
+    if (had !== undefined && had !== target) {
+      throw new InvalidParameterError(
+        `firewall: ${where} on ${p.hostIp || "every address"} is published twice`,
+      );
+    }
+    map.set(key, target);
+  }
+  const elements = (m: Map<string, string>) => sorted([...m].map(([k, v]) => `${k} : ${v}`));
+  return {
+    "inet ctnet pub4_any": elements(out["inet ctnet pub4_any"]),
+    "inet ctnet pub4_ip": elements(out["inet ctnet pub4_ip"]),
+    "inet ctnet pub6_any": elements(out["inet ctnet pub6_any"]),
+    "inet ctnet pub6_ip": elements(out["inet ctnet pub6_ip"]),
+  };
+}
+
+/** The elements each of our sets and maps must hold for this state, sorted, every key present. */
 export function desiredElements(state: FirewallState): Record<SetKey, string[]> {
   const nets: FirewallNetwork[] = state.networks;
   const masqueraded = nets.filter((n) => n.masquerade && !n.internal);
   return {
+    ...portElements(state.ports ?? [], nets),
     "inet ctnet bridges": sorted(nets.map((n) => ifname(n.bridge))),
     "inet ctnet internal_bridges": sorted(nets.filter((n) => n.internal).map((n) => ifname(n.bridge))),
     "inet ctnet self_pairs": sorted(
@@ -217,6 +362,14 @@ export function desiredElements(state: FirewallState): Record<SetKey, string[]> 
     ),
     "inet ctnet masq6": outermost(
       masqueraded.flatMap((n) => n.subnets6),
+      6,
+    ),
+    "inet ctnet subnets4": outermost(
+      nets.flatMap((n) => n.subnets4),
+      4,
+    ),
+    "inet ctnet subnets6": outermost(
+      nets.flatMap((n) => n.subnets6),
       6,
     ),
     "bridge ctnet noicc_ports": sorted(

@@ -1,4 +1,5 @@
 /** Small address helpers the engine and drivers need; they throw InvalidParameterError on bad input. */
+import { randomBytes } from "node:crypto";
 import { InvalidParameterError } from "../errors.js";
 import { requireAddress as address, bounds, requireCidr as cidr, type Family } from "./address.js";
 
@@ -8,6 +9,13 @@ export function macFromIPv4(ip: string): string {
   if (a.family !== 4) throw new InvalidParameterError(`invalid IPv4 address: ${ip}`);
   const hex = a.value.toString(16).padStart(8, "0");
   return `02:42:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}:${hex.slice(6, 8)}`;
+}
+
+/** A random locally administered unicast MAC, for endpoints without an IPv4 address and for bridges. */
+export function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = ((b[0] ?? 0) & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
 }
 
 export function prefixLength(subnet: string): number {

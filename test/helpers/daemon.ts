@@ -4,7 +4,7 @@
  * network it made, stops the daemon, deletes the namespace and checks that nothing is left.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,6 +13,26 @@ import { type ExecResult, makeTestNetns, type TestNetns } from "./netns.js";
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const CTNET = join(ROOT, "bin", "ctnet");
 const MAIN = join(ROOT, "dist", "cli", "main.js");
+
+/** Pids whose command line mentions `text` (a test's directory: its daemon's containers). */
+function processesMentioning(text: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(text)) out.push(Number(entry));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return out;
+}
+
+/**
+ * The upstream resolver of every test daemon: 127.0.0.1 of its own host namespace, where a test
+ * may start a stub. Containers never fall back to the machine's real resolver.
+ */
+export const TEST_UPSTREAM = "127.0.0.1";
 
 export interface ApiResponse {
   status: number;
@@ -40,6 +60,8 @@ export class TestDaemon {
 
   static async start(prefix: string): Promise<TestDaemon> {
     const ns = makeTestNetns(prefix);
+    // A real host has its loopback up; a fresh namespace does not.
+    ns.exec(["ip", "link", "set", "lo", "up"]);
     const dir = mkdtempSync(`/tmp/ctnet-test-${prefix}-`);
     const d = new TestDaemon(ns, dir);
     try {
@@ -66,6 +88,8 @@ export class TestDaemon {
       this.execRoot,
       "-H",
       this.host,
+      "--dns",
+      TEST_UPSTREAM,
     ];
     const proc = spawn("nsenter", args, {
       stdio: ["ignore", "ignore", "pipe"],
@@ -180,6 +204,17 @@ export class TestDaemon {
       problems.push(`cleanup through the API failed: ${(err as Error).message}`);
     }
     await this.kill("SIGTERM");
+    const stray = processesMentioning(this.dir);
+    if (stray.length > 0) {
+      problems.push(`processes left: ${stray.join(", ")}`);
+      for (const pid of stray) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone meanwhile
+        }
+      }
+    }
     const mounts = readFileSync("/proc/self/mountinfo", "utf8")
       .split("\n")
       .filter((l) => l.includes(this.dir));

@@ -67,6 +67,19 @@ describe("docker CLI against ctnet", { skip: hasDocker ? false : "the docker CLI
     assert.match(docker(["network", "rm", "bridge"]).stderr, /pre-defined network/);
   });
 
+  it("connects and disconnects running containers", () => {
+    assert.equal(docker(["network", "create", "--subnet", "10.81.0.0/24", "cnet"]).status, 0);
+    d.ok(["run", "-d", "--name", "dc1", "sleep", "1000"]);
+    const connect = docker(["network", "connect", "--ip", "10.81.0.50", "cnet", "dc1"]);
+    assert.equal(connect.status, 0, connect.stderr);
+    assert.equal(d.exec("dc1", ["ping", "-c1", "-W2", "10.81.0.1"]).status, 0);
+    const members = docker(["network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}", "cnet"]);
+    assert.equal(members.stdout.trim(), "dc1 10.81.0.50/24");
+    const disconnect = docker(["network", "disconnect", "cnet", "dc1"]);
+    assert.equal(disconnect.status, 0, disconnect.stderr);
+    assert.doesNotMatch(d.exec("dc1", ["ip", "-o", "addr"]).stdout, /10\.81\.0\.50/);
+  });
+
   it("shows ctnet in docker version", () => {
     const v = docker(["version", "--format", "{{.Server.Version}} {{.Server.APIVersion}}"]);
     assert.equal(v.status, 0, v.stderr);

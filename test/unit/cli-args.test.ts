@@ -137,7 +137,13 @@ describe("run body", () => {
       AttachStdout: false,
       AttachStderr: false,
       ExposedPorts: {},
-      HostConfig: { NetworkMode: "bridge", AutoRemove: false, Dns: [], PortBindings: {} },
+      HostConfig: {
+        NetworkMode: "bridge",
+        AutoRemove: false,
+        Dns: [],
+        PortBindings: {},
+        PublishAllPorts: false,
+      },
       NetworkingConfig: { EndpointsConfig: { bridge: {} } },
     });
   });

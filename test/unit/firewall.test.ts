@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { InvalidParameterError } from "../../src/errors.js";
 import { Firewall } from "../../src/firewall/firewall.js";
-import type { FirewallNetwork, FirewallState } from "../../src/firewall/model.js";
+import type { FirewallNetwork, FirewallPort, FirewallState } from "../../src/firewall/model.js";
 import {
   desiredElements,
   renderDiff,
@@ -29,14 +29,14 @@ const defaultBridge = net("default", { bridge: "ctnet0", subnets4: ["172.17.0.0/
 const user = net("1a2b3c4d5e6f", { subnets4: ["172.18.0.0/16"], subnets6: ["fd00:18::/64"] });
 
 describe("firewall rendering", () => {
-  it("declares every set it fills, in the table its key names", () => {
+  it("declares every set and map it fills, in the table its key names", () => {
     const ruleset = renderRuleset();
     for (const key of SET_KEYS) {
       const [family, table, name] = key.split(" ");
       const start = ruleset.indexOf(`table ${family} ${table} {`);
       assert.ok(start >= 0, key);
       const end = ruleset.indexOf("\n}\n", start);
-      assert.match(ruleset.slice(start, end), new RegExp(`\\n  set ${name} \\{`), key);
+      assert.match(ruleset.slice(start, end), new RegExp(`\\n  (set|map) ${name} \\{`), key);
     }
     assert.deepEqual(Object.keys(desiredElements({ networks: [] })).sort(), [...SET_KEYS].sort());
   });
@@ -64,6 +64,8 @@ describe("firewall rendering", () => {
         'add element inet ctnet self_pairs { "br-1a2b3c4d5e6f" . "br-1a2b3c4d5e6f", "ctnet0" . "ctnet0" }',
         "add element inet ctnet masq4 { 172.17.0.0/16, 172.18.0.0/16 }",
         "add element inet ctnet masq6 { fd00:18::/64 }",
+        "add element inet ctnet subnets4 { 172.17.0.0/16, 172.18.0.0/16 }",
+        "add element inet ctnet subnets6 { fd00:18::/64 }",
         "",
       ].join("\n"),
     );
@@ -87,6 +89,8 @@ describe("firewall rendering", () => {
       'add element inet ctnet self_pairs { "br-1a2b3c4d5e6f" . "br-1a2b3c4d5e6f" }',
       "add element inet ctnet masq4 { 172.18.0.0/16 }",
       "add element inet ctnet masq6 { fd00:18::/64 }",
+      "add element inet ctnet subnets4 { 172.18.0.0/16 }",
+      "add element inet ctnet subnets6 { fd00:18::/64 }",
       "",
     ].join("\n");
     assert.equal(renderDiff(before, after), added);
@@ -189,9 +193,116 @@ describe("firewall rendering", () => {
     assert.equal(
       renderDiff({ networks: [narrow] }, { networks: [narrow, wide] }),
       "delete element inet ctnet masq4 { 10.1.1.0/24 }\n" +
+        "delete element inet ctnet subnets4 { 10.1.1.0/24 }\n" +
         'add element inet ctnet bridges { "br-b" }\n' +
         'add element inet ctnet self_pairs { "br-b" . "br-b" }\n' +
-        "add element inet ctnet masq4 { 10.1.0.0/16 }\n",
+        "add element inet ctnet masq4 { 10.1.0.0/16 }\n" +
+        "add element inet ctnet subnets4 { 10.1.0.0/16 }\n",
+    );
+  });
+});
+
+describe("published ports", () => {
+  const a = net("a", { subnets4: ["10.1.0.0/24"], subnets6: ["fd00:1::/64"] });
+  const internal = net("int", { internal: true, subnets4: ["10.2.0.0/24"] });
+  const web: FirewallPort = {
+    proto: "tcp",
+    hostIp: "",
+    hostPort: 8000,
+    containerIp: "10.1.0.2",
+    containerPort: 80,
+    bridge: "br-a",
+  };
+  const ports = (...p: FirewallPort[]): FirewallState => ({ networks: [a, internal], ports: p });
+
+  it("puts each port in the map of its family and host address", () => {
+    const els = desiredElements(
+      ports(
+        web,
+        { ...web, containerIp: "FD00:1:0::2" },
+        { ...web, proto: "udp", hostPort: 53, containerPort: 5353 },
+        { ...web, hostIp: "0.0.0.0", hostPort: 8001 },
+        { ...web, hostIp: "192.0.2.1", hostPort: 8002 },
+        { ...web, hostIp: "2001:db8:0::1", hostPort: 8003, containerIp: "fd00:1::2" },
+        { ...web, hostIp: "::", hostPort: 8004, containerIp: "fd00:1::2" },
+      ),
+    );
+    assert.deepEqual(els["inet ctnet pub4_any"], [
+      "tcp . 8000 : 10.1.0.2 . 80",
+      "tcp . 8001 : 10.1.0.2 . 80",
+      "udp . 53 : 10.1.0.2 . 5353",
+    ]);
+    assert.deepEqual(els["inet ctnet pub4_ip"], ["tcp . 192.0.2.1 . 8002 : 10.1.0.2 . 80"]);
+    assert.deepEqual(els["inet ctnet pub6_any"], [
+      "tcp . 8000 : fd00:1::2 . 80",
+      "tcp . 8004 : fd00:1::2 . 80",
+    ]);
+    assert.deepEqual(els["inet ctnet pub6_ip"], ["tcp . 2001:db8::1 . 8003 : fd00:1::2 . 80"]);
+  });
+
+  it("publishing one more port is one map element add, unpublishing one delete", () => {
+    const more = { ...web, hostPort: 8001 };
+    assert.equal(
+      renderDiff(ports(web), ports(web, more)),
+      "add element inet ctnet pub4_any { tcp . 8001 : 10.1.0.2 . 80 }\n",
+    );
+    assert.equal(
+      renderDiff(ports(web, more), ports(more)),
+      "delete element inet ctnet pub4_any { tcp . 8000 : 10.1.0.2 . 80 }\n",
+    );
+    assert.equal(renderDiff({ networks: [a, internal] }, ports()), "");
+  });
+
+  it("never forwards into an internal network", () => {
+    const els = desiredElements(ports({ ...web, containerIp: "10.2.0.2", bridge: "br-int" }));
+    assert.deepEqual(els["inet ctnet pub4_any"], []);
+  });
+
+  it("rejects ports nft would refuse or misread", () => {
+    for (const bad of [
+      { hostPort: 0 },
+      { hostPort: 65536 },
+      { containerPort: 1.5 },
+      { proto: "sctp" },
+      { containerIp: "10.1.0.300" },
+      { containerIp: "fe80::1%eth0" },
+      { hostIp: "::1" },
+      { hostIp: "::" },
+      { hostIp: "10.0.0.1; flush ruleset" },
+      { bridge: "br-gone" },
+    ] as Partial<FirewallPort>[]) {
+      assert.throws(
+        () => desiredElements(ports({ ...web, ...bad })),
+        InvalidParameterError,
+        JSON.stringify(bad),
+      );
+    }
+    assert.throws(
+      () => desiredElements(ports(web, { ...web, containerIp: "10.1.0.3" })),
+      /tcp port 8000 on every address is published twice/,
+    );
+    assert.doesNotThrow(() => desiredElements(ports(web, { ...web })));
+  });
+
+  it("DNATs only local destinations, before the filter chains, on prerouting and output", () => {
+    const ruleset = renderRuleset();
+    assert.match(
+      ruleset,
+      /type nat hook prerouting priority dstnat;[^\n]*\n\s+fib daddr type local jump published/,
+    );
+    assert.match(
+      ruleset,
+      /type nat hook output priority -100;[^\n]*\n\s+fib daddr type local jump published/,
+    );
+    // Cross-network DNATed traffic is accepted before the bridge-to-bridge drop, after the internal ones.
+    const forward = ruleset.slice(ruleset.indexOf("chain forward"));
+    const at = (rule: string) => forward.indexOf(rule);
+    assert.ok(
+      at("oifname @internal_bridges drop") < at("iifname @bridges oifname @bridges ct status dnat accept"),
+    );
+    assert.ok(
+      at("iifname @bridges oifname @bridges ct status dnat accept") <
+        at("iifname @bridges oifname @bridges drop"),
     );
   });
 });

@@ -1,6 +1,6 @@
-import { randomBytes } from "node:crypto";
 import type { EndpointRecord, NetworkRecord } from "../../engine/types.js";
 import { ConflictError } from "../../errors.js";
+import { randomMac, withPrefix } from "../../ipam/index.js";
 import type { Netlink } from "../../kernel/netlink.js";
 import type { Driver, NetworkSpec, SandboxHandle } from "../driver.js";
 import { parseBoolOption, parseMtuOption, rejectUnknownOptions, validateIfname } from "../options.js";
@@ -30,15 +30,6 @@ export function bridgeSettings(net: NetworkRecord): BridgeSettings {
     masquerade: parseBoolOption(ENABLE_MASQUERADE, net.options[ENABLE_MASQUERADE], true),
     mtu: parseMtuOption(MTU, net.options[MTU]),
   };
-}
-
-const prefixOf = (cidr: string) => cidr.slice(cidr.indexOf("/"));
-
-/** A locally administered unicast MAC: a bridge keeps it instead of taking on its ports' lowest MAC. */
-function randomMac(): string {
-  const b = randomBytes(6);
-  b[0] = ((b[0] ?? 0) & 0xfe) | 0x02;
-  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
 }
 
 /** Linux bridge networks: one bridge per network, one veth pair per endpoint. */
@@ -81,7 +72,7 @@ export class BridgeDriver implements Driver {
     if (!link) await this.host.createBridge({ name, mtu, alias: networkAlias(net.id), mac: randomMac() });
     else if (mtu && link.mtu !== mtu) await this.host.setMtu(name, mtu);
     for (const pool of net.pools) {
-      await this.host.addAddress(name, `${pool.gateway}${prefixOf(pool.subnet)}`, {
+      await this.host.addAddress(name, withPrefix(pool.gateway, pool.subnet), {
         noDad: pool.family === 6,
       });
     }
@@ -116,7 +107,7 @@ export class BridgeDriver implements Driver {
       for (const pool of net.pools) {
         const address = pool.family === 4 ? ep.ipv4 : ep.ipv6;
         if (address)
-          await nl.addAddress(ep.ifname, `${address}${prefixOf(pool.subnet)}`, { noDad: pool.family === 6 });
+          await nl.addAddress(ep.ifname, withPrefix(address, pool.subnet), { noDad: pool.family === 6 });
       }
       await nl.setUp(ep.ifname);
       if (defaultRoute) await this.setDefaultRoute(net, ep, sandbox);

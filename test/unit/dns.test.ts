@@ -1,0 +1,282 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { type DecodedPacket, decode, encode, type Packet, type RecordType } from "dns-packet";
+import { answer, errorReply, type Outcome, RoundRobin } from "../../src/dns/answer.js";
+import { addressOfReverseName, parseUpstream, type ResolverView } from "../../src/dns/records.js";
+
+const RD = 0x0100;
+
+class FakeView implements ResolverView {
+  readonly calls: string[] = [];
+  constructor(
+    private readonly names: Record<string, { v4?: string[]; v6?: string[] }>,
+    private readonly ptr: Record<string, string> = {},
+  ) {}
+  lookup(sandboxId: string, name: string, family: 4 | 6): string[] | undefined {
+    this.calls.push(`${sandboxId}:${name}:${family}`);
+    const entry = this.names[name];
+    if (!entry) return undefined;
+    return (family === 4 ? entry.v4 : entry.v6) ?? [];
+  }
+  reverse(_sandboxId: string, address: string): string | undefined {
+    return this.ptr[address];
+  }
+  upstreams(): string[] {
+    return [];
+  }
+}
+
+const view = new FakeView(
+  {
+    db: { v4: ["172.18.0.2"] },
+    web: { v4: ["172.18.0.3", "172.18.0.4", "172.18.0.5"], v6: ["fd00::3"] },
+    "db.mynet": { v4: ["172.18.0.2"] },
+  },
+  { "172.18.0.2": "db.mynet", "fd00::3": "web.mynet" },
+);
+
+function query(name: string, type: RecordType, extra: Partial<Packet> = {}): Buffer {
+  return encode({ type: "query", id: 4242, flags: RD, questions: [{ type, name }], ...extra });
+}
+
+function ask(q: Buffer, o: { tcp?: boolean; rr?: RoundRobin; v?: ResolverView } = {}): Outcome {
+  return answer(q, "sb1", o.v ?? view, o.rr ?? new RoundRobin(), o.tcp ?? false);
+}
+
+const datas = (r: DecodedPacket) => (r.answers ?? []).map((a) => (a as { data: unknown }).data);
+
+function replyOf(out: Outcome): DecodedPacket {
+  assert.equal(out.kind, "reply");
+  return decode((out as { packet: Buffer }).packet);
+}
+
+describe("answer", () => {
+  test("A for a known name: AA, RA, RD copied, id and question copied, TTL 600", () => {
+    const r = replyOf(ask(query("DB.", "A")));
+    assert.equal(r.id, 4242);
+    assert.equal(r.type, "response");
+    assert.ok(r.flag_aa && r.flag_ra && r.flag_rd && !r.flag_tc);
+    assert.equal((r as DecodedPacket & { rcode: string }).rcode, "NOERROR");
+    assert.deepEqual(r.questions, [{ name: "DB", type: "A", class: "IN" }]);
+    assert.deepEqual(
+      r.answers?.map((a) => [a.name, a.type, (a as { ttl: number }).ttl, (a as { data: string }).data]),
+      [["DB", "A", 600, "172.18.0.2"]],
+    );
+    assert.ok(view.calls.includes("sb1:db:4"), "the view gets the name lowercase without the dot");
+  });
+
+  test("the name with its network appended resolves too (it is the view's name)", () => {
+    const r = replyOf(ask(query("db.mynet", "A")));
+    assert.deepEqual(datas(r), ["172.18.0.2"]);
+  });
+
+  test("AAAA for a known name", () => {
+    const r = replyOf(ask(query("web", "AAAA")));
+    assert.deepEqual(
+      r.answers?.map((a) => (a as { data: string }).data),
+      ["fd00::3"],
+    );
+  });
+
+  test("a known name without an address of the family: NOERROR, no answers, not forwarded", () => {
+    const r = replyOf(ask(query("db", "AAAA")));
+    assert.equal((r as DecodedPacket & { rcode: string }).rcode, "NOERROR");
+    assert.deepEqual(r.answers, []);
+  });
+
+  test("round robin: each query starts at the next address, A and AAAA counted apart", () => {
+    const rr = new RoundRobin();
+    const firsts: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = replyOf(ask(query("web", "A"), { rr }));
+      ask(query("web", "AAAA"), { rr });
+      const data = r.answers?.map((a) => (a as { data: string }).data) ?? [];
+      assert.equal(data.length, 3);
+      assert.deepEqual([...data].sort(), ["172.18.0.3", "172.18.0.4", "172.18.0.5"]);
+      firsts.push(data[0] as string);
+    }
+    assert.deepEqual(firsts, ["172.18.0.3", "172.18.0.4", "172.18.0.5", "172.18.0.3"]);
+  });
+
+  test("PTR for a known IPv4 and IPv6 address", () => {
+    const r4 = replyOf(ask(query("2.0.18.172.in-addr.arpa", "PTR")));
+    assert.deepEqual(
+      r4.answers?.map((a) => [a.name, a.type, (a as { data: string }).data]),
+      [["2.0.18.172.in-addr.arpa", "PTR", "db.mynet"]],
+    );
+    const nibbles = "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa";
+    const r6 = replyOf(ask(query(nibbles, "PTR")));
+    assert.deepEqual(datas(r6), ["web.mynet"]);
+  });
+
+  test("unknown names, unknown addresses, other types and classes are forwarded", () => {
+    assert.equal(ask(query("example.com", "A")).kind, "forward");
+    assert.equal(ask(query("9.0.18.172.in-addr.arpa", "PTR")).kind, "forward");
+    assert.equal(ask(query("0.18.172.in-addr.arpa", "PTR")).kind, "forward");
+    assert.equal(ask(query("db", "TXT")).kind, "forward");
+    assert.equal(ask(query("_x._tcp.db", "SRV")).kind, "forward");
+    assert.equal(ask(query("example.com", "MX")).kind, "forward");
+    assert.equal(ask(query(".", "NS")).kind, "forward");
+    const chaos = encode({
+      type: "query",
+      id: 1,
+      questions: [{ type: "TXT", name: "version.bind", class: "CH" }],
+    });
+    assert.equal(ask(chaos).kind, "forward");
+  });
+
+  test("MX for a container name: NOERROR without answers, as Docker", () => {
+    const r = replyOf(ask(query("db", "MX")));
+    assert.equal((r as DecodedPacket & { rcode: string }).rcode, "NOERROR");
+    assert.deepEqual(r.answers, []);
+  });
+
+  test("UDP answers are truncated to whole records with TC; TCP and EDNS lift the limit", () => {
+    const many = Array.from({ length: 60 }, (_, i) => `10.0.${i >> 8}.${i & 255}`);
+    const big = new FakeView({ [`${"x".repeat(40)}`]: { v4: many } });
+    const name = "x".repeat(40);
+    const udp = ask(query(name, "A"), { v: big }) as { packet: Buffer };
+    assert.ok(udp.packet.length <= 512);
+    const r = decode(udp.packet);
+    assert.ok(r.flag_tc);
+    assert.ok((r.answers?.length ?? 0) > 0 && (r.answers?.length ?? 0) < 60);
+
+    const tcp = decode((ask(query(name, "A"), { v: big, tcp: true }) as { packet: Buffer }).packet);
+    assert.ok(!tcp.flag_tc);
+    assert.equal(tcp.answers?.length, 60);
+
+    const edns = query(name, "A", {
+      additionals: [
+        {
+          type: "OPT",
+          name: ".",
+          udpPayloadSize: 4096,
+          extendedRcode: 0,
+          ednsVersion: 0,
+          flags: 0,
+          flag_do: false,
+          options: [],
+        },
+      ],
+    });
+    const e = decode((ask(edns, { v: big }) as { packet: Buffer }).packet);
+    assert.ok(!e.flag_tc);
+    assert.equal(e.answers?.length, 60);
+  });
+
+  test("malformed input never throws", () => {
+    assert.equal(ask(Buffer.alloc(0)).kind, "drop");
+    assert.equal(ask(Buffer.from([1, 2, 3])).kind, "drop");
+    // A response is never answered.
+    const resp = encode({ type: "response", id: 7, questions: [{ type: "A", name: "db" }] });
+    assert.equal(ask(resp).kind, "drop");
+
+    const valid = query("db", "A");
+    for (let cut = 12; cut < valid.length; cut++) {
+      const r = replyOf(ask(valid.subarray(0, cut)));
+      assert.equal((r as DecodedPacket & { rcode: string }).rcode, "FORMERR");
+      assert.equal(r.id, 4242);
+    }
+    const two = encode({
+      type: "query",
+      id: 9,
+      questions: [
+        { type: "A", name: "db" },
+        { type: "A", name: "web" },
+      ],
+    });
+    assert.equal((replyOf(ask(two)) as DecodedPacket & { rcode: string }).rcode, "FORMERR");
+    const noQuestion = encode({ type: "query", id: 9, questions: [] });
+    assert.equal((replyOf(ask(noQuestion)) as DecodedPacket & { rcode: string }).rcode, "FORMERR");
+
+    // A label that runs past the end, a compression loop, random bytes.
+    assert.equal(ask(Buffer.from([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, 97])).kind, "reply");
+    assert.equal(ask(Buffer.from([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1])).kind, "reply");
+    let seed = 1;
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed & 0xff;
+    };
+    for (let i = 0; i < 2000; i++) {
+      const junk = Buffer.from(Array.from({ length: rand() % 80 }, rand));
+      const out = ask(junk);
+      assert.ok(["reply", "forward", "drop"].includes(out.kind));
+    }
+  });
+
+  test("other opcodes: NOTIMP", () => {
+    const notify = query("db", "SOA");
+    notify.writeUInt16BE(notify.readUInt16BE(2) | (4 << 11), 2);
+    const r = replyOf(ask(notify));
+    assert.equal((r as DecodedPacket & { rcode: string }).rcode, "NOTIMP");
+  });
+});
+
+describe("errorReply", () => {
+  test("keeps the question byte for byte, even of a type dns-packet does not know", () => {
+    const plain = query("Example.COM", "A");
+    plain.writeUInt16BE(65280, plain.length - 4);
+    // With an EDNS record after the question, which the reply must not count.
+    const opt = encode({
+      type: "query",
+      additionals: [
+        {
+          type: "OPT",
+          name: ".",
+          udpPayloadSize: 1232,
+          extendedRcode: 0,
+          ednsVersion: 0,
+          flags: 0,
+          flag_do: false,
+          options: [],
+        },
+      ],
+    }).subarray(12);
+    const q = Buffer.concat([plain, opt]);
+    q.writeUInt16BE(1, 10);
+    const out = errorReply(q, 2);
+    assert.equal(out.length, plain.length);
+    assert.deepEqual(out.subarray(12), plain.subarray(12));
+    assert.deepEqual([...out.subarray(6, 12)], [0, 0, 0, 0, 0, 0]);
+    assert.equal(out.readUInt16BE(0), 4242);
+    assert.equal(out.readUInt16BE(2), 0x8000 | 0x0100 | 0x0080 | 2);
+    assert.equal(out.readUInt16BE(4), 1);
+  });
+});
+
+describe("records", () => {
+  test("addressOfReverseName", () => {
+    assert.equal(addressOfReverseName("4.3.2.1.in-addr.arpa"), "1.2.3.4");
+    assert.equal(addressOfReverseName("3.2.1.in-addr.arpa"), undefined);
+    assert.equal(addressOfReverseName("256.3.2.1.in-addr.arpa"), undefined);
+    assert.equal(addressOfReverseName("04.3.2.1.in-addr.arpa"), undefined);
+    const v6 = (addr: string) => `${[...addr].reverse().join(".")}.ip6.arpa`;
+    assert.equal(addressOfReverseName(v6("fd000000000000000000000000000003")), "fd00::3");
+    assert.equal(addressOfReverseName(v6("20010db8000000010000000000000001")), "2001:db8:0:1::1");
+    assert.equal(addressOfReverseName(v6("00000000000000000000000000000001")), "::1");
+    assert.equal(addressOfReverseName(v6("20010db8000000000001000000000000")), "2001:db8:0:0:1::");
+    assert.equal(addressOfReverseName(v6("20010db8000000000001000000000001")), "2001:db8::1:0:0:1");
+    assert.equal(addressOfReverseName(v6("20010db8000100010001000100010001")), "2001:db8:1:1:1:1:1:1");
+    assert.equal(addressOfReverseName(v6("2001_db8000100010001000100010001")), undefined);
+    assert.equal(addressOfReverseName("1.ip6.arpa"), undefined);
+    assert.equal(addressOfReverseName("example.com"), undefined);
+  });
+
+  test("parseUpstream", () => {
+    assert.deepEqual(parseUpstream("10.0.0.1"), { host: "10.0.0.1", port: 53, family: 4 });
+    assert.deepEqual(parseUpstream("127.0.0.1:5353"), { host: "127.0.0.1", port: 5353, family: 4 });
+    assert.deepEqual(parseUpstream("fd00::1"), { host: "fd00::1", port: 53, family: 6 });
+    assert.deepEqual(parseUpstream("[fd00::1]:5353"), { host: "fd00::1", port: 5353, family: 6 });
+    for (const bad of [
+      "",
+      "dns.example",
+      "10.0.0.1:0",
+      "10.0.0.1:x",
+      "[fd00::1",
+      "fe80::1%eth0",
+      "999.1.1.1",
+    ]) {
+      assert.equal(parseUpstream(bad), undefined, bad);
+    }
+  });
+});
