@@ -18,8 +18,13 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 
 #ifdef HAVE_LIBNFTABLES
 #include <nftables/libnftables.h>
@@ -404,6 +409,211 @@ static napi_value js_nft_run(napi_env env, napi_callback_info info) {
 }
 #endif
 
+
+/*
+ * Process start and exit, for containers. posix_spawn (glibc: clone with CLONE_VM|CLONE_VFORK)
+ * costs the same whatever the daemon's size, where fork() copies its page tables: with a few
+ * hundred containers Node's own spawn became the slowest step of a start. The child gets only
+ * stdin (/dev/null), stdout and stderr: every other descriptor of the daemon (netlink sockets in
+ * the host namespace, DNS listeners, pipes) is closed, so none leaks into a container.
+ */
+
+#define MAX_ARGS 4096
+
+static void free_strv(char **v, size_t n) {
+  for (size_t i = 0; i < n; i++) free(v[i]);
+  free(v);
+}
+
+/* Reads a JS string array into a NULL-terminated vector; NULL with a pending exception on error. */
+static char **get_strv(napi_env env, napi_value arr, const char *what) {
+  uint32_t n;
+  if (napi_get_array_length(env, arr, &n) != napi_ok || n > MAX_ARGS) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s must be an array of at most %d strings", what, MAX_ARGS);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return NULL;
+  }
+  char **v = calloc(n + 1, sizeof *v);
+  if (!v) {
+    throw_errno(env, ENOMEM, "calloc", NULL);
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    size_t len;
+    if (napi_get_element(env, arr, i, &item) != napi_ok ||
+        napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok) {
+      free_strv(v, i);
+      char msg[128];
+      snprintf(msg, sizeof msg, "%s must contain only strings", what);
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+      return NULL;
+    }
+    v[i] = malloc(len + 1);
+    if (!v[i]) {
+      free_strv(v, i);
+      throw_errno(env, ENOMEM, "malloc", NULL);
+      return NULL;
+    }
+    napi_get_value_string_utf8(env, item, v[i], len + 1, &len);
+  }
+  return v;
+}
+
+/* spawnDetached(argv: string[], env: string[], stdoutFd: number, stderrFd: number): number (pid) */
+static napi_value js_spawn_detached(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  int32_t out_fd, err_fd;
+  if (!get_int(env, argv[2], "stdoutFd", &out_fd) || !get_int(env, argv[3], "stderrFd", &err_fd)) return NULL;
+  char **args = get_strv(env, argv[0], "argv");
+  if (!args) return NULL;
+  if (!args[0]) {
+    free(args);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "argv must not be empty");
+    return NULL;
+  }
+  char **envp = get_strv(env, argv[1], "env");
+  if (!envp) {
+    size_t n = 0;
+    while (args[n]) n++;
+    free_strv(args, n);
+    return NULL;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+  posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  /* A session of its own: the daemon's terminal signals and process group never reach it. */
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid;
+  int rc = posix_spawnp(&pid, args[0], &fa, &attr, args, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  char path[MAX_PATH];
+  snprintf(path, sizeof path, "%s", args[0]);
+  size_t n = 0;
+  while (args[n]) n++;
+  free_strv(args, n);
+  n = 0;
+  while (envp[n]) n++;
+  free_strv(envp, n);
+  if (rc != 0) {
+    throw_errno(env, rc, "posix_spawnp", path);
+    return NULL;
+  }
+  napi_value result;
+  napi_create_int32(env, pid, &result);
+  return result;
+}
+
+/*
+ * watchExit(pid: number, callback: (code: number, signal: number) => void): void
+ * Calls back once when the process exits: a pidfd polled on the event loop, so thousands of
+ * containers cost no timer. For a child of the daemon the exit status is collected (and the
+ * zombie reaped); for any other process (containers adopted after a daemon restart) code and
+ * signal are -1. The watch does not keep the event loop alive.
+ */
+struct exit_watch {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context async;
+  int pidfd;
+  pid_t pid;
+};
+
+static void exit_watch_closed(uv_handle_t *handle) {
+  free(handle->data);
+}
+
+static void exit_watch_fired(uv_poll_t *poll, int status, int events) {
+  struct exit_watch *w = poll->data;
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  int code = -1, sig = -1;
+  if (waitid(P_PIDFD, (id_t)w->pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid != 0) {
+    if (si.si_code == CLD_EXITED) code = si.si_status;
+    else sig = si.si_status;
+  }
+  uv_poll_stop(poll);
+  close(w->pidfd);
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, recv, args[2], ignored;
+  napi_get_reference_value(env, w->callback, &cb);
+  /* napi_make_callback wants an object as receiver. */
+  napi_get_global(env, &recv);
+  napi_create_int32(env, code, &args[0]);
+  napi_create_int32(env, sig, &args[1]);
+  if (napi_make_callback(env, w->async, recv, cb, 2, args, &ignored) == napi_pending_exception) {
+    /* An exception in the callback must not vanish: surface it like any uncaught one. */
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  napi_delete_reference(env, w->callback);
+  napi_async_destroy(env, w->async);
+  napi_close_handle_scope(env, scope);
+  uv_close((uv_handle_t *)poll, exit_watch_closed);
+}
+
+static napi_value js_watch_exit(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int32_t pid;
+  if (!get_int(env, argv[0], "pid", &pid)) return NULL;
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) {
+    throw_errno(env, errno, "pidfd_open", NULL);
+    return NULL;
+  }
+  struct exit_watch *w = calloc(1, sizeof *w);
+  uv_loop_t *loop;
+  if (!w || napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    free(w);
+    close(pidfd);
+    throw_errno(env, ENOMEM, "watchExit", NULL);
+    return NULL;
+  }
+  w->env = env;
+  w->pidfd = pidfd;
+  w->pid = pid;
+  napi_value name, resource;
+  napi_create_string_utf8(env, "ctnet.watchExit", NAPI_AUTO_LENGTH, &name);
+  napi_create_object(env, &resource);
+  napi_async_init(env, resource, name, &w->async);
+  napi_create_reference(env, argv[1], 1, &w->callback);
+  int rc = uv_poll_init(loop, &w->poll, pidfd);
+  if (rc == 0) {
+    w->poll.data = w;
+    rc = uv_poll_start(&w->poll, UV_READABLE, exit_watch_fired);
+    if (rc != 0) uv_close((uv_handle_t *)&w->poll, NULL);
+  }
+  if (rc != 0) {
+    napi_delete_reference(env, w->callback);
+    napi_async_destroy(env, w->async);
+    close(pidfd);
+    free(w);
+    throw_errno(env, -rc, "uv_poll_start", NULL);
+    return NULL;
+  }
+  uv_unref((uv_handle_t *)&w->poll);
+  return NULL;
+}
+
 #define EXPORT_FN(name, fn)                                            \
   do {                                                                 \
     napi_value f;                                                      \
@@ -417,6 +627,8 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT_FN("netnsDelete", js_netns_delete);
   EXPORT_FN("socketInNetns", js_socket_in_netns);
   EXPORT_FN("boundSocketInNetns", js_bound_socket_in_netns);
+  EXPORT_FN("spawnDetached", js_spawn_detached);
+  EXPORT_FN("watchExit", js_watch_exit);
   napi_value has_nft;
 #ifdef HAVE_LIBNFTABLES
   struct nft_home *h = calloc(1, sizeof *h);

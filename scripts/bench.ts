@@ -51,7 +51,14 @@ async function main(): Promise<void> {
     const create: number[] = [];
     for (let i = 0; i < ROUNDS; i++) {
       create.push(
-        await timed(() => d.api("POST", "/networks/create", { Name: `bn${i}`, IPAM: { Config: [{ Subnet: `10.200.${i}.0/24` }] } }), 201),
+        await timed(
+          () =>
+            d.api("POST", "/networks/create", {
+              Name: `bn${i}`,
+              IPAM: { Config: [{ Subnet: `10.200.${i}.0/24` }] },
+            }),
+          201,
+        ),
       );
     }
     results.push(stat("network create", create));

@@ -146,7 +146,14 @@ export const containerCreateSchema = z.looseObject({
       DnsSearch: stringList,
       DnsOptions: stringList,
       AutoRemove: z.boolean().optional().default(false),
-      PortBindings: z.record(z.string(), z.unknown()).nullish(),
+      PortBindings: z
+        .record(
+          z.string(),
+          z
+            .array(z.looseObject({ HostIp: z.string().optional(), HostPort: z.string().optional() }))
+            .nullish(),
+        )
+        .nullish(),
       PublishAllPorts: z.boolean().optional(),
       Links: stringList,
       ExtraHosts: stringList,
@@ -161,9 +168,6 @@ export function toContainerCreate(body: unknown, name: string | null): Container
   const b = parse(containerCreateSchema, body);
   const h = b.HostConfig;
   const unsupported: [string, unknown][] = [
-    ["port publishing (-p, HostConfig.PortBindings)", h?.PortBindings],
-    ["publishing all ports (-P)", h?.PublishAllPorts],
-    ["exposed ports (--expose)", b.ExposedPorts],
     ["a TTY (-t)", b.Tty],
     ["an open stdin (-i)", b.OpenStdin],
     ["a working directory (-w)", b.WorkingDir],
@@ -192,6 +196,9 @@ export function toContainerCreate(body: unknown, name: string | null): Container
     dns: h?.Dns ?? [],
     autoRemove: h?.AutoRemove ?? false,
     endpoints,
+    exposedPorts: b.ExposedPorts ?? {},
+    portBindings: h?.PortBindings ?? {},
+    publishAll: h?.PublishAllPorts ?? false,
   };
 }
 

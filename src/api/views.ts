@@ -1,6 +1,7 @@
 import type { EngineContext } from "../engine/context.js";
 import { shortId } from "../engine/ids.js";
 import type { ContainerRecord, EndpointRecord, NetworkRecord } from "../engine/types.js";
+import { portMapView, portSummaries } from "../ports/parse.js";
 
 /** Builds the Docker Engine API's JSON shapes from ctnet's records. */
 
@@ -110,6 +111,12 @@ function containerNetworks(
   return out;
 }
 
+/** Whether published ports also answer over IPv6: the endpoint they go to has an IPv6 address. */
+function publishesIPv6(ctx: EngineContext, c: ContainerRecord): boolean {
+  const ep = ctx.endpointsOf(c.id).find((e) => !ctx.networks.get(e.networkId)?.internal);
+  return ep?.ipv6 !== undefined;
+}
+
 function statusText(c: ContainerRecord): string {
   const ago = (iso: string) => humanDuration(Date.now() - Date.parse(iso));
   switch (c.state.status) {
@@ -178,7 +185,8 @@ export function containerView(
       NetworkMode: c.networkModeText,
       Dns: c.dns,
       AutoRemove: c.autoRemove,
-      PortBindings: {},
+      PortBindings: c.ports.bindings,
+      PublishAllPorts: c.ports.publishAll,
       RestartPolicy: { Name: "no", MaximumRetryCount: 0 },
     },
     Config: {
@@ -191,12 +199,13 @@ export function containerView(
       Labels: c.labels,
       Tty: false,
       OpenStdin: false,
+      ExposedPorts: Object.fromEntries(c.ports.exposed.map((p) => [p, {}])),
     },
     NetworkSettings: {
       Bridge: "",
       SandboxID: c.sandboxPath ? shortId(c.id) : "",
       SandboxKey: c.sandboxPath,
-      Ports: {},
+      Ports: running ? portMapView(c.ports.exposed, c.published, publishesIPv6(ctx, c)) : {},
       HairpinMode: false,
       Gateway: first?.Gateway ?? "",
       IPAddress: first?.IPAddress ?? "",
@@ -219,7 +228,7 @@ export function containerSummary(ctx: EngineContext, c: ContainerRecord) {
     ImageID: "",
     Command: c.cmd.join(" "),
     Created: Math.floor(Date.parse(c.created) / 1000),
-    Ports: [],
+    Ports: portSummaries(c.ports.exposed, c.published, publishesIPv6(ctx, c)),
     Labels: c.labels,
     State: c.state.status,
     Status: statusText(c),

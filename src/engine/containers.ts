@@ -1,4 +1,3 @@
-import type { ChildProcess } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { bridgeSettings } from "../drivers/bridge/bridge.js";
@@ -12,8 +11,9 @@ import {
   subnetContains,
 } from "../ipam/index.js";
 import { log } from "../log.js";
+import { type ApiPortMap, exposedPorts, portBindingRequests } from "../ports/parse.js";
 import { renderHosts, renderResolvConf } from "../runtime/etc-files.js";
-import { isAlive, launch, readExitCode, sendSignal } from "../runtime/process.js";
+import { type ExitStatus, launch, readExitCode, sendSignal, watchExit } from "../runtime/process.js";
 import type { EngineContext } from "./context.js";
 import { hasEmbeddedDns } from "./dns-view.js";
 import { lookup, newId, shortId } from "./ids.js";
@@ -26,6 +26,7 @@ import type {
   EndpointRecord,
   NetworkMode,
   NetworkRecord,
+  PortsConfig,
 } from "./types.js";
 import { Undo } from "./undo.js";
 
@@ -48,10 +49,12 @@ export interface ContainerCreateRequest {
   autoRemove: boolean;
   /** keyed by network name or id, as Docker's NetworkingConfig.EndpointsConfig */
   endpoints: Record<string, EndpointRequest>;
+  exposedPorts: Record<string, unknown>;
+  portBindings: ApiPortMap;
+  publishAll: boolean;
 }
 
 const NAME = /^\/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
-const POLL_MS = 500;
 
 /** Whether `address` is a valid address of that family (so that later subnet checks cannot throw). */
 function validAddress(address: string, family: 4 | 6): boolean {
@@ -63,6 +66,38 @@ function validAddress(address: string, family: 4 | 6): boolean {
 }
 
 const now = () => new Date().toISOString();
+
+/**
+ * Validates what a container asks to publish. As in Docker, ports mean nothing in the host's own
+ * namespace (they are dropped), and a container without a network of its own cannot publish.
+ */
+function portsConfig(req: ContainerCreateRequest, mode: NetworkMode): PortsConfig {
+  const requests = portBindingRequests({
+    exposedPorts: req.exposedPorts,
+    portBindings: req.portBindings,
+    publishAll: req.publishAll,
+  });
+  const exposed = exposedPorts(req.exposedPorts, req.portBindings);
+  if (mode.kind === "host") return { exposed, requests: [], bindings: {}, publishAll: false };
+  if (requests.length > 0 && mode.kind !== "bridge") {
+    throw new InvalidParameterError(
+      `conflicting options: port publishing and the container type network mode (${mode.kind})`,
+    );
+  }
+  return { exposed, requests, bindings: req.portBindings, publishAll: req.publishAll };
+}
+
+/** Milliseconds spent in each phase of an operation, for the debug log. */
+class PhaseTimer {
+  readonly phases: Record<string, number> = {};
+  private last = process.hrtime.bigint();
+
+  mark(phase: string): void {
+    const t = process.hrtime.bigint();
+    this.phases[phase] = Number(t - this.last) / 1e6;
+    this.last = t;
+  }
+}
 const ZERO_TIME = "0001-01-01T00:00:00Z";
 
 /** The embedded resolver as the container life cycle needs it. */
@@ -74,13 +109,11 @@ export interface SandboxDns {
 interface ExitWatch {
   done: Promise<void>;
   resolve: () => void;
-  child?: ChildProcess;
 }
 
 /** Containers and their endpoints: create, start, stop, remove, connect, disconnect. */
 export class Containers {
   private readonly watches = new Map<string, ExitWatch>();
-  private poller: NodeJS.Timeout | undefined;
   /** containers whose sandbox has the embedded resolver listening */
   private readonly resolving = new Set<string>();
 
@@ -137,6 +170,7 @@ export class Containers {
       if (mode.kind === "container" && req.hostname) {
         throw new InvalidParameterError("conflicting options: hostname and the network mode");
       }
+      const ports = portsConfig(req, mode);
       const c: ContainerRecord = {
         id,
         name,
@@ -152,6 +186,8 @@ export class Containers {
         dns: req.dns,
         autoRemove: req.autoRemove,
         attachments,
+        ports,
+        published: [],
         state: {
           status: "created",
           pid: 0,
@@ -497,6 +533,7 @@ export class Containers {
     const ctx = this.ctx;
     const undo = new Undo();
     const runDir = ctx.containerRunDir(c.id);
+    const timing = new PhaseTimer();
     try {
       mkdirSync(runDir, { recursive: true, mode: 0o700 });
       let sandboxPath = "";
@@ -508,12 +545,14 @@ export class Containers {
       const mode = c.networkMode;
       if (mode.kind === "bridge" || mode.kind === "none") {
         const sandbox = await this.sandboxes.create(c.id);
+        timing.mark("sandbox");
         sandboxPath = sandbox.path;
         undo.push(async () => {
           this.sandboxes.destroy(sandbox.path);
           for (const ep of ctx.endpointsOf(c.id)) await this.releaseEndpoint(ep, false);
         });
         for (const att of c.attachments) await this.connectEndpoint(c, att, sandbox);
+        timing.mark("endpoints");
         this.writeHostsFile(c);
         c.sandboxPath = sandbox.path;
         if (this.usesEmbeddedDns(c)) {
@@ -541,6 +580,17 @@ export class Containers {
       }
       const exitFile = this.runFile(c, "exitcode");
       rmSync(exitFile, { force: true });
+      if (c.ports.requests.length > 0) {
+        c.published = await ctx.ports.reserve(c.ports.requests);
+        undo.push(async () => {
+          const published = c.published;
+          c.published = [];
+          this.networks.applyFirewall();
+          await ctx.ports.release(published);
+        });
+        this.networks.applyFirewall();
+      }
+      timing.mark("files");
       const launched = await launch({
         cmd: c.cmd,
         env: c.env,
@@ -563,9 +613,11 @@ export class Containers {
         startedAt: now(),
         finishedAt: ZERO_TIME,
       };
-      this.watch(c, launched.child);
+      this.watch(c, launched.exit);
       await ctx.saveContainer(c);
+      timing.mark("process");
       ctx.events.publish("container", "start", c.id, { name: c.name });
+      log.debug({ container: c.name, ms: timing.phases }, "container started");
     } catch (err) {
       await undo.run((e) => log.error({ err: e, container: c.name }, "rollback of container start failed"));
       c.state = { ...c.state, error: (err as Error).message };
@@ -575,42 +627,30 @@ export class Containers {
     }
   }
 
-  /** Follows a running container until it exits; without a child handle (after a daemon restart) by polling. */
-  watch(c: ContainerRecord, child?: ChildProcess): void {
+  /**
+   * Follows a running container until it exits: the runner's exit status when the daemon started
+   * it, or (after a daemon restart) a watch on its init process.
+   */
+  watch(c: ContainerRecord, exit?: Promise<ExitStatus>): void {
     let resolve = () => {};
     const done = new Promise<void>((r) => {
       resolve = r;
     });
     const pid = c.state.pid;
-    this.watches.set(c.id, { done, resolve, child });
-    if (child) {
-      child.once("exit", (code, signal) => {
-        const status =
-          code ??
-          128 +
-            (signal ? (({ SIGKILL: 9, SIGTERM: 15, SIGINT: 2 } as Record<string, number>)[signal] ?? 9) : 9);
-        void this.onExit(c.id, pid, status);
-      });
-    } else if (!this.poller) {
-      this.poller = setInterval(() => this.poll(), POLL_MS);
-      this.poller.unref();
-    }
+    this.watches.set(c.id, { done, resolve });
+    const ended = exit ?? new Promise<ExitStatus>((r) => watchExit(pid, r));
+    void ended.then((status) => this.onExit(c.id, pid, status));
   }
 
-  private poll(): void {
-    for (const c of this.ctx.containers.values()) {
-      if (c.state.status !== "running" || this.watches.get(c.id)?.child) continue;
-      if (!isAlive(c.state.pid, c.state.pidStartTime)) void this.onExit(c.id, c.state.pid, 137);
-    }
-  }
-
-  private onExit(id: string, pid: number, status: number): Promise<void> {
+  private onExit(id: string, pid: number, status: ExitStatus): Promise<void> {
     return this.ctx.lock.run(async () => {
       const c = this.ctx.containers.get(id);
       const watch = this.watches.get(id);
       if (c?.state.status !== "running" || c.state.pid !== pid) return;
+      // The init's own record is the most precise; unshare reports the same code, or dies by a signal.
+      const fallback = status.code >= 0 ? status.code : status.signal >= 0 ? 128 + status.signal : 137;
       try {
-        await this.markExited(c, readExitCode(this.runFile(c, "exitcode")) ?? status);
+        await this.markExited(c, readExitCode(this.runFile(c, "exitcode")) ?? fallback);
         if (c.autoRemove) await this.removeLocked(c);
       } catch (err) {
         log.error({ err, container: c.name }, "cleaning up after a container's exit failed");
@@ -625,6 +665,12 @@ export class Containers {
   async markExited(c: ContainerRecord, exitCode: number): Promise<void> {
     // The resolver's sockets hold the namespace alive: they go before it.
     this.stopResolver(c);
+    if (c.published.length > 0) {
+      const published = c.published;
+      c.published = [];
+      this.networks.applyFirewall();
+      await this.ctx.ports.release(published);
+    }
     if (c.networkMode.kind === "bridge" || c.networkMode.kind === "none") {
       if (c.sandboxPath) this.sandboxes.destroy(c.sandboxPath);
       for (const ep of this.ctx.endpointsOf(c.id)) await this.releaseEndpoint(ep, false);
@@ -733,10 +779,6 @@ export class Containers {
       resolv: this.runFile(c, "resolv.conf"),
       hostname: this.runFile(c, "hostname"),
     };
-  }
-
-  shutdown(): void {
-    if (this.poller) clearInterval(this.poller);
   }
 
   /** Re-attaches a running container found at start-up, repairing missing endpoints. */

@@ -4,6 +4,7 @@ import { NotFoundError } from "../errors.js";
 import type { Firewall } from "../firewall/firewall.js";
 import type { Ipam } from "../ipam/index.js";
 import type { Netlink } from "../kernel/netlink.js";
+import type { PortAllocator } from "../ports/allocator.js";
 import type { Store } from "../store/store.js";
 import type { EventLog } from "./events.js";
 import { Lock } from "./lock.js";
@@ -34,6 +35,7 @@ export class EngineContext {
     readonly host: Netlink,
     readonly events: EventLog,
     readonly dns: string[],
+    readonly ports: PortAllocator,
   ) {}
 
   driver(name: string): Driver {

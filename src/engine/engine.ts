@@ -10,6 +10,7 @@ import { Ipam } from "../ipam/index.js";
 import { Netlink } from "../kernel/netlink.js";
 import { runNft } from "../kernel/nft.js";
 import { writeSysctl } from "../kernel/sysctl.js";
+import { PortAllocator } from "../ports/allocator.js";
 import { FileStore } from "../store/file-store.js";
 import type { Store } from "../store/store.js";
 import { Containers } from "./containers.js";
@@ -72,6 +73,7 @@ export class Engine {
       host,
       new EventLog(),
       o.dns,
+      new PortAllocator(),
     );
     const networks = new Networks(ctx);
     const sandboxes = new Sandboxes(ctx.netnsDir());
@@ -86,7 +88,6 @@ export class Engine {
 
   /** Stops following containers and closes sockets; containers and kernel state stay as they are. */
   async close(): Promise<void> {
-    this.containers.shutdown();
     this.dns.close();
     await this.ctx.lock.run(async () => {
       this.ctx.host.close();

@@ -8,12 +8,12 @@ import {
   MTU,
 } from "../drivers/bridge/bridge.js";
 import { ConflictError, ForbiddenError, InvalidParameterError, NotFoundError } from "../errors.js";
-import type { FirewallState } from "../firewall/model.js";
+import type { FirewallPort, FirewallState } from "../firewall/model.js";
 import type { Pool } from "../ipam/index.js";
 import { log } from "../log.js";
 import type { EngineContext } from "./context.js";
 import { lookup, newId, shortId } from "./ids.js";
-import type { EndpointRecord, NetworkRecord, PoolRecord } from "./types.js";
+import type { ContainerRecord, EndpointRecord, NetworkRecord, PoolRecord } from "./types.js";
 import { Undo } from "./undo.js";
 
 export interface IpamConfigRequest {
@@ -45,14 +45,16 @@ export const DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16";
 
 const familyOf = (cidr: string): 4 | 6 => (cidr.includes(":") ? 6 : 4);
 
-/** The part of the firewall's desired state that networks decide. */
+/** The firewall's desired state, from the records: networks, their ports with ICC off, published ports. */
 export function firewallState(
   networks: Iterable<NetworkRecord>,
   endpoints: Iterable<EndpointRecord>,
+  containers: Iterable<ContainerRecord>,
 ): FirewallState {
-  const out: FirewallState = { networks: [] };
   const eps = [...endpoints];
-  for (const n of networks) {
+  const nets = [...networks];
+  const out: FirewallState = { networks: [], ports: publishedPorts(nets, eps, containers) };
+  for (const n of nets) {
     if (n.driver !== "bridge" || !n.device) continue;
     const s = bridgeSettings(n);
     // With ICC off the bridge table drops IP between the network's ports, so it needs their names.
@@ -77,6 +79,45 @@ export function firewallState(
   return out;
 }
 
+/**
+ * Published ports as DNAT targets: each goes to the container's endpoint that carries its default
+ * route (Docker's choice), on IPv4 and, where the container has one, IPv6.
+ */
+function publishedPorts(
+  nets: NetworkRecord[],
+  endpoints: EndpointRecord[],
+  containers: Iterable<ContainerRecord>,
+): FirewallPort[] {
+  const byId = new Map(nets.map((n) => [n.id, n]));
+  const byContainer = new Map<string, EndpointRecord[]>();
+  for (const e of endpoints) byContainer.set(e.containerId, [...(byContainer.get(e.containerId) ?? []), e]);
+  const out: FirewallPort[] = [];
+  for (const c of containers) {
+    if (c.published.length === 0) continue;
+    const ep = (byContainer.get(c.id) ?? [])
+      .sort((a, b) => a.order - b.order)
+      .find((e) => {
+        const n = byId.get(e.networkId);
+        return n?.driver === "bridge" && !n.internal && n.device !== undefined;
+      });
+    const bridge = ep && byId.get(ep.networkId)?.device;
+    if (!ep || !bridge) continue;
+    for (const b of c.published) {
+      const v6 = b.hostIp.includes(":");
+      const port = {
+        proto: b.proto,
+        hostIp: b.hostIp,
+        hostPort: b.hostPort,
+        containerPort: b.containerPort,
+        bridge,
+      };
+      if (ep.ipv4 && (b.hostIp === "" || !v6)) out.push({ ...port, containerIp: ep.ipv4 });
+      if (ep.ipv6 && (b.hostIp === "" || v6)) out.push({ ...port, containerIp: ep.ipv6 });
+    }
+  }
+  return out;
+}
+
 /** Network life cycle: create, remove, prune, and the predefined networks. */
 export class Networks {
   constructor(private readonly ctx: EngineContext) {}
@@ -96,7 +137,9 @@ export class Networks {
   }
 
   applyFirewall(): void {
-    this.ctx.firewall.update(firewallState(this.ctx.networks.values(), this.ctx.endpoints.values()));
+    this.ctx.firewall.update(
+      firewallState(this.ctx.networks.values(), this.ctx.endpoints.values(), this.ctx.containers.values()),
+    );
   }
 
   create(req: NetworkCreateRequest): Promise<NetworkRecord> {

@@ -56,7 +56,29 @@ export async function reconcile(
     await containers.adopt(c);
   }
   removeLeftoverNetns(ctx);
-  ctx.firewall.load(firewallState(ctx.networks.values(), ctx.endpoints.values()));
+  await restorePorts(ctx);
+  ctx.firewall.load(firewallState(ctx.networks.values(), ctx.endpoints.values(), ctx.containers.values()));
+}
+
+/**
+ * Takes back the host ports of running containers. A port another process grabbed while the
+ * daemon was down cannot be forwarded without stealing it: that container's ports are dropped,
+ * loudly, rather than the daemon refusing to start.
+ */
+async function restorePorts(ctx: EngineContext): Promise<void> {
+  for (const c of ctx.containers.values()) {
+    if (c.state.status !== "running" || c.published.length === 0) continue;
+    try {
+      await ctx.ports.restore(c.published);
+    } catch (err) {
+      log.error(
+        { err, container: c.name },
+        "cannot take back the container's published ports; they are not forwarded",
+      );
+      c.published = [];
+      await ctx.saveContainer(c);
+    }
+  }
 }
 
 async function removeLeftoverLinks(ctx: EngineContext): Promise<void> {

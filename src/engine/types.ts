@@ -1,3 +1,6 @@
+import type { ApiPortMap } from "../ports/parse.js";
+import type { PortBinding, PortBindingRequest } from "../ports/types.js";
+
 /**
  * The CNM records the engine keeps in the store. Plain data: everything a driver, the firewall
  * renderer or the API needs can be computed from these.
@@ -78,6 +81,16 @@ export interface ContainerState {
   finishedAt: string;
 }
 
+/** What a container asked to publish, as validated at create (Docker's API shapes kept for views). */
+export interface PortsConfig {
+  /** "80/tcp" keys: exposed ports, published or not */
+  exposed: string[];
+  requests: PortBindingRequest[];
+  /** HostConfig.PortBindings as the client sent it, for inspect */
+  bindings: ApiPortMap;
+  publishAll: boolean;
+}
+
 export interface ContainerRecord {
   id: string;
   name: string;
@@ -93,6 +106,9 @@ export interface ContainerRecord {
   dns: string[];
   autoRemove: boolean;
   attachments: AttachmentConfig[];
+  ports: PortsConfig;
+  /** host ports given out while the container runs */
+  published: PortBinding[];
   state: ContainerState;
   /** path of the sandbox's network namespace while running (own or borrowed) */
   sandboxPath: string;

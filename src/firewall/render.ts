@@ -276,6 +276,21 @@ function sorted(elements: Iterable<string>): string[] {
   return [...new Set(elements)].sort();
 }
 
+const canonical6 = new Map<string, string>();
+
+// Node's isIPv4 only accepts plain dotted quads, already canonical; IPv6 text has many spellings
+// and ipaddr.js costs ~1 µs each, which adds up with thousands of published ports.
+function canonicalIp(ip: string): string {
+  if (isIPv4(ip)) return ip;
+  let c = canonical6.get(ip);
+  if (c === undefined) {
+    if (canonical6.size >= 4096) canonical6.clear();
+    c = ipaddr.parse(ip).toString();
+    canonical6.set(ip, c);
+  }
+  return c;
+}
+
 function portNumber(n: number, what: string): number {
   if (!Number.isInteger(n) || n < 1 || n > 65535) {
     throw new InvalidParameterError(`firewall: invalid ${what} ${JSON.stringify(n)}`);
@@ -323,10 +338,8 @@ function portElements(ports: FirewallPort[], nets: FirewallNetwork[]): PortMaps 
       );
     }
     const hostPort = portNumber(p.hostPort, "host port");
-    const target = `${ipaddr.parse(p.containerIp).toString()} . ${portNumber(p.containerPort, "container port")}`;
-    const key = any
-      ? `${p.proto} . ${hostPort}`
-      : `${p.proto} . ${ipaddr.parse(p.hostIp).toString()} . ${hostPort}`;
+    const target = `${canonicalIp(p.containerIp)} . ${portNumber(p.containerPort, "container port")}`;
+    const key = any ? `${p.proto} . ${hostPort}` : `${p.proto} . ${canonicalIp(p.hostIp)} . ${hostPort}`;
     const map = out[`inet ctnet pub${family}_${any ? "any" : "ip"}`];
     const had = map.get(key);
     if (had !== undefined && had !== target) {

@@ -9,7 +9,7 @@ export interface ImageConfig {
   WorkingDir: string;
 }
 
-export const emptyConfig = (): ImageConfig => ({ Cmd: null, Entrypoint: null, Env: null, WorkingDir: "" });
+const emptyConfig = (): ImageConfig => ({ Cmd: null, Entrypoint: null, Env: null, WorkingDir: "" });
 
 const SUPPORTED = ["CMD", "ENTRYPOINT", "ENV", "WORKDIR"];
 /** Instructions Docker accepts in `docker import --change` that ctnet does not apply. */

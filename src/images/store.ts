@@ -512,12 +512,12 @@ async function extract(input: Readable, dir: string): Promise<string> {
   });
 }
 
-/** tar's own messages, without its closing "Exiting with failure status" line. */
+/** tar's own errors, without its notes on names it rewrote and its closing "Exiting with failure status". */
 function tarError(stderr: string): string {
   return stderr
     .split("\n")
     .map((l) => l.replace(/^tar: /, "").trim())
-    .filter((l) => l && !/^Exiting with failure status|^Error is not recoverable/.test(l))
+    .filter((l) => l && !/^Exiting with failure status|^Error is not recoverable|^Removing leading/.test(l))
     .slice(0, 3)
     .join("; ");
 }

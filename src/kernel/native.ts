@@ -24,6 +24,16 @@ export interface NativeAddon {
   socketInNetns(nsPath: string, domain: number, type: number, protocol: number): number;
   /** A socket made in `nsPath`, bound to address:port and, for TCP, listening; non-blocking. */
   boundSocketInNetns(nsPath: string, kind: SocketKind, address: string, port: number): number;
+  /**
+   * posix_spawn in a new session with stdin from /dev/null and only stdout/stderr inherited
+   * (every other descriptor is closed in the child). Returns the pid.
+   */
+  spawnDetached(argv: string[], env: string[], stdoutFd: number, stderrFd: number): number;
+  /**
+   * Calls back once when the process exits (pidfd on the event loop; does not keep it alive).
+   * For a child of this process: its exit code or signal; otherwise both are -1.
+   */
+  watchExit(pid: number, callback: (code: number, signal: number) => void): void;
   /** Present only when the addon was built against libnftables. */
   nftRun?(text: string): NftResult;
   hasNftables: boolean;

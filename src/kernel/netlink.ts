@@ -77,6 +77,9 @@ const IFLA_MTU = 4;
 const IFLA_NET_NS_FD = 28;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
+const IFLA_INFO_SLAVE_KIND = 4;
+const IFLA_INFO_SLAVE_DATA = 5;
+const IFLA_BRPORT_MODE = 4;
 const VETH_INFO_PEER = 1;
 const IFINFOMSG_LEN = 16;
 const AF_INET = 2;
@@ -196,6 +199,21 @@ export class Netlink {
 
   async setMac(name: string, mac: string): Promise<void> {
     await this.setLink(name, `set mac of ${name} to ${mac}`, {}, { address: parseMac(mac) });
+  }
+
+  /**
+   * Hairpin mode on a bridge port: frames may leave through the port they came in on, so a
+   * container can reach its own published port through the host's address. Bridge port options
+   * are only changed through RTM_NEWLINK with slave data (what `ip link set … type bridge_slave`
+   * sends); RTM_SETLINK would need a nested IFLA_PROTINFO the netlink package cannot flag.
+   */
+  async setHairpin(name: string, on: boolean): Promise<void> {
+    const index = await this.indexOf(name);
+    const linkinfo = Buffer.concat([
+      attrString(IFLA_INFO_SLAVE_KIND, "bridge"),
+      attrNested(IFLA_INFO_SLAVE_DATA, [attr(IFLA_BRPORT_MODE, Buffer.from([on ? 1 : 0]))]),
+    ]);
+    await this.run(`set hairpin of ${name}`, () => this.sock.newLink({ index }, { linkinfo }, OPTS));
   }
 
   async setAlias(name: string, alias: string): Promise<void> {

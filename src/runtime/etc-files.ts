@@ -47,15 +47,25 @@ export const EMBEDDED_DNS = "127.0.0.11";
  * container's --dns servers, else the host's without loopback resolvers (unreachable from the
  * container), as Docker does. Search domains and options come from the host's file.
  */
-export function renderResolvConf(dns: string[], embedded: boolean, hostResolvConf = "/etc/resolv.conf"): string {
+export function renderResolvConf(
+  dns: string[],
+  embedded: boolean,
+  hostResolvConf = "/etc/resolv.conf",
+): string {
   let host: ResolvConf = { nameservers: [], search: [], options: [] };
   try {
     host = parseResolvConf(readFileSync(hostResolvConf, "utf8"));
   } catch {
     // a host without resolv.conf: containers get no resolver either
   }
-  const servers = embedded ? [EMBEDDED_DNS] : dns.length > 0 ? dns : host.nameservers.filter((s) => !isLoopback(s));
-  const options = embedded ? [...host.options.filter((o) => !o.startsWith("ndots:")), "ndots:0"] : host.options;
+  const servers = embedded
+    ? [EMBEDDED_DNS]
+    : dns.length > 0
+      ? dns
+      : host.nameservers.filter((s) => !isLoopback(s));
+  const options = embedded
+    ? [...host.options.filter((o) => !o.startsWith("ndots:")), "ndots:0"]
+    : host.options;
   const lines = servers.map((s) => `nameserver ${s}`);
   if (host.search.length > 0) lines.push(`search ${host.search.join(" ")}`);
   if (options.length > 0) lines.push(`options ${options.join(" ")}`);

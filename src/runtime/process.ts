@@ -1,7 +1,7 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { SystemError } from "../errors.js";
+import { native } from "../kernel/native.js";
 
 const INIT = fileURLToPath(new URL("../../libexec/ctnet-init", import.meta.url));
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -24,7 +24,26 @@ export interface Launched {
   pid: number;
   pidStartTime: number;
   runnerPid: number;
-  child: ChildProcess;
+  /** settles when the container's process tree has ended */
+  exit: Promise<ExitStatus>;
+}
+
+/** How a watched process ended: exit code, or signal; -1 where unknown (not our child). */
+export interface ExitStatus {
+  code: number;
+  signal: number;
+}
+
+/**
+ * Calls `onExit` once when the process ends. If it is already gone, on the next tick with an
+ * unknown status.
+ */
+export function watchExit(pid: number, onExit: (status: ExitStatus) => void): void {
+  try {
+    native.watchExit(pid, (code, signal) => onExit({ code, signal }));
+  } catch {
+    setImmediate(() => onExit({ code: -1, signal: -1 }));
+  }
 }
 
 /** Field 22 of /proc/PID/stat: tells our process apart from a later one that reuses its pid. */
@@ -75,7 +94,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * Starts a container's process tree with standard tools: nsenter(1) joins the sandbox's network
  * namespace, unshare(1) makes the rest and forks our init as PID 1. unshare's --kill-child ties the
  * container's life to the unshare process, so killing that one process always ends the container.
- * The tree is detached from the daemon, so containers outlive a daemon restart.
+ * The tree is detached from the daemon (its own session), so containers outlive a daemon restart.
  */
 export async function launch(spec: LaunchSpec): Promise<Launched> {
   if (spec.cmd.length === 0) throw new SystemError("no command given for the container");
@@ -94,34 +113,41 @@ export async function launch(spec: LaunchSpec): Promise<Launched> {
   const argv = spec.netnsPath
     ? ["nsenter", `--net=${spec.netnsPath}`, "--", ...unshare, "--", ...init]
     : [...unshare, "--", ...init];
-  const env: Record<string, string> = { PATH: DEFAULT_PATH, HOSTNAME: spec.hostname };
+  const env = new Map<string, string>([
+    ["PATH", DEFAULT_PATH],
+    ["HOSTNAME", spec.hostname],
+  ]);
   for (const kv of spec.env) {
     const eq = kv.indexOf("=");
-    if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
+    if (eq > 0) env.set(kv.slice(0, eq), kv.slice(eq + 1));
   }
   const log = openSync(spec.logPath, "a", 0o640);
-  let child: ChildProcess;
+  let runnerPid: number;
   try {
-    child = spawn(argv[0] as string, argv.slice(1), { detached: true, stdio: ["ignore", log, log], env });
+    runnerPid = native.spawnDetached(
+      argv,
+      [...env].map(([k, v]) => `${k}=${v}`),
+      log,
+      log,
+    );
+  } catch (err) {
+    throw new SystemError(`cannot start the container process: ${(err as Error).message}`);
   } finally {
     closeSync(log);
   }
-  const runnerPid = child.pid;
-  if (runnerPid === undefined) {
-    const err = await new Promise<Error>((resolve) => child.once("error", resolve));
-    throw new SystemError(`cannot start the container process: ${err.message}`);
-  }
-  child.unref();
   let exited = false;
-  child.once("exit", () => {
-    exited = true;
-  });
+  const exit = new Promise<ExitStatus>((resolve) =>
+    watchExit(runnerPid, (status) => {
+      exited = true;
+      resolve(status);
+    }),
+  );
   // unshare forks our init a moment after it starts; its pid is what Docker calls State.Pid.
   for (let i = 0; i < 400 && !exited; i++) {
     const pid = firstChild(runnerPid);
     if (pid) {
       const pidStartTime = processStartTime(pid);
-      if (pidStartTime !== undefined) return { pid, pidStartTime, runnerPid, child };
+      if (pidStartTime !== undefined) return { pid, pidStartTime, runnerPid, exit };
     }
     await sleep(i < 20 ? 1 : 10);
   }

@@ -73,6 +73,10 @@ describe("ctnet CLI", () => {
   });
 
   it("writes resolv.conf from --dns and the hostname from --hostname", () => {
+    // On the default bridge (no embedded DNS) --dns servers go straight into resolv.conf.
+    d.ok(["run", "-d", "--name", "plain", "--dns", "192.0.2.53", "sleep", "1000"]);
+    assert.match(d.exec("plain", ["cat", "/etc/resolv.conf"]).stdout, /^nameserver 192\.0\.2\.53$/m);
+    // On a user-defined network the embedded resolver is the nameserver (and forwards to --dns).
     d.ok([
       "run",
       "-d",
@@ -87,8 +91,8 @@ describe("ctnet CLI", () => {
       "sleep",
       "1000",
     ]);
+    assert.match(d.exec("named", ["cat", "/etc/resolv.conf"]).stdout, /^nameserver 127\.0\.0\.11$/m);
     assert.equal(d.exec("named", ["hostname"]).stdout.trim(), "alpha");
-    assert.match(d.exec("named", ["cat", "/etc/resolv.conf"]).stdout, /^nameserver 192\.0\.2\.53$/m);
     assert.match(d.exec("named", ["cat", "/etc/hosts"]).stdout, /10\.92\.0\.\d+\talpha/);
     assert.equal(d.exec("named", ["cat", "/etc/hostname"]).stdout.trim(), "alpha");
   });

@@ -73,7 +73,13 @@ describe("docker CLI against ctnet", { skip: hasDocker ? false : "the docker CLI
     const connect = docker(["network", "connect", "--ip", "10.81.0.50", "cnet", "dc1"]);
     assert.equal(connect.status, 0, connect.stderr);
     assert.equal(d.exec("dc1", ["ping", "-c1", "-W2", "10.81.0.1"]).status, 0);
-    const members = docker(["network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}", "cnet"]);
+    const members = docker([
+      "network",
+      "inspect",
+      "-f",
+      "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}",
+      "cnet",
+    ]);
     assert.equal(members.stdout.trim(), "dc1 10.81.0.50/24");
     const disconnect = docker(["network", "disconnect", "cnet", "dc1"]);
     assert.equal(disconnect.status, 0, disconnect.stderr);

@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { finished } from "node:stream/promises";
 import { InvalidParameterError, NotFoundError } from "../../errors.js";
+import { parseReference } from "../../images/reference.js";
 import { HOST_ARCH, type ImageRecord, type ImageStore } from "../../images/store.js";
-import { applyFilters, matchesLabels, parseFilters } from "../filters.js";
+import { applyFilters, parseFilters } from "../filters.js";
 import { type ApiRequest, queryBool, type Router, sendEmpty, sendJson } from "../router.js";
 
 const IMAGE_FILTERS = ["before", "dangling", "label", "reference", "since"] as const;
@@ -18,7 +19,8 @@ export function imageRoutes(
 ): void {
   const tests = {
     dangling: (i: ImageRecord, v: string) => (i.repoTags.length === 0) === (v === "true" || v === "1"),
-    label: (_i: ImageRecord, v: string) => matchesLabels([v], {}),
+    // Imported images carry no labels (LABEL is not among the supported changes).
+    label: () => false,
     reference: (i: ImageRecord, v: string) => i.repoTags.some((t) => matchesReference(v, t)),
     before: (i: ImageRecord, v: string) => Date.parse(i.created) < Date.parse(images.get(v).created),
     since: (i: ImageRecord, v: string) => Date.parse(i.created) > Date.parse(images.get(v).created),
@@ -33,7 +35,7 @@ export function imageRoutes(
     const q = req.query;
     const fromImage = q.get("fromImage");
     // Docker's answer when a repository cannot be pulled is a 404.
-    if (fromImage) throw new NotFoundError(`pull access denied for ${fromImage}: ${NO_REGISTRY}`);
+    if (fromImage) throw new NotFoundError(`pull access denied for ${familiar(fromImage)}: ${NO_REGISTRY}`);
     const fromSrc = q.get("fromSrc");
     if (fromSrc === null) throw new InvalidParameterError("give fromImage (a pull) or fromSrc (an import)");
     if (fromSrc !== "-")
@@ -146,6 +148,15 @@ function matchesReference(pattern: string, repoTag: string): boolean {
   const repo = repoTag.slice(0, colon);
   if (pattern.lastIndexOf(":") > pattern.lastIndexOf("/")) return glob(pattern).test(repoTag);
   return glob(pattern).test(repo);
+}
+
+/** The CLI asks for docker.io/library/busybox when the user typed busybox. */
+function familiar(name: string): string {
+  try {
+    return parseReference(name).name;
+  } catch {
+    return name;
+  }
 }
 
 /** An imported tree only runs on this machine's platform, so no other can be asked for. */

@@ -2,6 +2,7 @@ import type { EndpointRecord, NetworkRecord } from "../../engine/types.js";
 import { ConflictError } from "../../errors.js";
 import { randomMac, withPrefix } from "../../ipam/index.js";
 import type { Netlink } from "../../kernel/netlink.js";
+import { writeSysctl } from "../../kernel/sysctl.js";
 import type { Driver, NetworkSpec, SandboxHandle } from "../driver.js";
 import { parseBoolOption, parseMtuOption, rejectUnknownOptions, validateIfname } from "../options.js";
 
@@ -77,6 +78,8 @@ export class BridgeDriver implements Driver {
       });
     }
     await this.host.setUp(name);
+    // Published ports answer on the host's 127.0.0.1: DNAT'ed loopback traffic must be routable to the bridge.
+    writeSysctl(`net/ipv4/conf/${name}/route_localnet`, "1");
   }
 
   async deleteNetwork(net: NetworkRecord): Promise<void> {
@@ -102,6 +105,7 @@ export class BridgeDriver implements Driver {
     });
     try {
       await this.host.setMaster(ep.hostIfname, this.device(net));
+      await this.host.setHairpin(ep.hostIfname, true);
       await this.host.setUp(ep.hostIfname);
       const nl = sandbox.netlink;
       for (const pool of net.pools) {
