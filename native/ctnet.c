@@ -614,6 +614,40 @@ static napi_value js_watch_exit(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* mount(source, target, fstype, flags, data): the container root filesystem is built with a handful
+ * of mounts (overlay, binds, tmpfs); one syscall each instead of spawning mount(8). */
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  char source[MAX_PATH], target[MAX_PATH], fstype[64], data[MAX_PATH];
+  int32_t flags;
+  if (!get_str(env, argv[0], "source", source, sizeof source) ||
+      !get_str(env, argv[1], "target", target, sizeof target) ||
+      !get_str(env, argv[2], "fstype", fstype, sizeof fstype) || !get_int(env, argv[3], "flags", &flags) ||
+      !get_str(env, argv[4], "data", data, sizeof data))
+    return NULL;
+  if (mount(source, target, fstype[0] ? fstype : NULL, (unsigned long)(uint32_t)flags, data[0] ? data : NULL) != 0) {
+    throw_errno(env, errno, "mount", target);
+    return NULL;
+  }
+  return NULL;
+}
+
+/* umount2(target, flags); a target that is not mounted (EINVAL) or missing (ENOENT) is not an error. */
+static napi_value js_umount(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  char target[MAX_PATH];
+  int32_t flags;
+  if (!get_str(env, argv[0], "target", target, sizeof target) || !get_int(env, argv[1], "flags", &flags))
+    return NULL;
+  if (umount2(target, flags) != 0 && errno != EINVAL && errno != ENOENT) {
+    throw_errno(env, errno, "umount2", target);
+    return NULL;
+  }
+  return NULL;
+}
+
 #define EXPORT_FN(name, fn)                                            \
   do {                                                                 \
     napi_value f;                                                      \
@@ -629,6 +663,8 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT_FN("boundSocketInNetns", js_bound_socket_in_netns);
   EXPORT_FN("spawnDetached", js_spawn_detached);
   EXPORT_FN("watchExit", js_watch_exit);
+  EXPORT_FN("mount", js_mount);
+  EXPORT_FN("umount", js_umount);
   napi_value has_nft;
 #ifdef HAVE_LIBNFTABLES
   struct nft_home *h = calloc(1, sizeof *h);

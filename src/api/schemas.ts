@@ -170,7 +170,6 @@ export function toContainerCreate(body: unknown, name: string | null): Container
   const unsupported: [string, unknown][] = [
     ["a TTY (-t)", b.Tty],
     ["an open stdin (-i)", b.OpenStdin],
-    ["a working directory (-w)", b.WorkingDir],
     ["running as another user (-u)", b.User && b.User !== "root" && b.User !== "0" ? b.User : ""],
     ["legacy links (--link)", h?.Links],
     ["extra hosts (--add-host)", h?.ExtraHosts],
@@ -187,7 +186,10 @@ export function toContainerCreate(body: unknown, name: string | null): Container
   return {
     ...(name ? { name } : {}),
     image: b.Image,
-    cmd: [...b.Entrypoint, ...b.Cmd],
+    cmd: b.Cmd,
+    entrypoint: b.Entrypoint,
+    entrypointSet: (body as { Entrypoint?: unknown }).Entrypoint != null,
+    workingDir: b.WorkingDir ?? "",
     env: b.Env,
     hostname: b.Hostname,
     domainname: b.Domainname,

@@ -6,6 +6,7 @@ import { CtnetError, InvalidParameterError } from "../errors.js";
 import { log } from "../log.js";
 import { Router, readJsonBody, sendJson } from "./router.js";
 import { containerRoutes } from "./routes/containers.js";
+import { imageRoutes } from "./routes/images.js";
 import { networkRoutes } from "./routes/networks.js";
 import { systemRoutes } from "./routes/system.js";
 import { API_VERSION, CTNET_VERSION } from "./version.js";
@@ -15,6 +16,9 @@ export function buildRouter(engine: Engine): Router {
   systemRoutes(router, engine);
   networkRoutes(router, engine);
   containerRoutes(router, engine);
+  imageRoutes(router, engine.images, {
+    inUse: (imageId) => engine.containers.list().find((c) => c.imageId === imageId)?.id,
+  });
   return router;
 }
 

@@ -3,6 +3,8 @@ import { join } from "node:path";
 import { bridgeSettings } from "../drivers/bridge/bridge.js";
 import type { SandboxHandle } from "../drivers/driver.js";
 import { ConflictError, ForbiddenError, InvalidParameterError, NotFoundError } from "../errors.js";
+import type { ImageConfig } from "../images/changes.js";
+import type { ImageStore } from "../images/store.js";
 import {
   addressFamily,
   macFromIPv4,
@@ -13,7 +15,14 @@ import {
 import { log } from "../log.js";
 import { type ApiPortMap, exposedPorts, portBindingRequests } from "../ports/parse.js";
 import { renderHosts, renderResolvConf } from "../runtime/etc-files.js";
-import { type ExitStatus, launch, readExitCode, sendSignal, watchExit } from "../runtime/process.js";
+import { type ExitStatus, INIT, launch, readExitCode, sendSignal, watchExit } from "../runtime/process.js";
+import {
+  EXIT_FILE_INSIDE,
+  mountRootfs,
+  type RootfsLayout,
+  rootfsLayout,
+  unmountRootfs,
+} from "../runtime/rootfs.js";
 import type { EngineContext } from "./context.js";
 import { hasEmbeddedDns } from "./dns-view.js";
 import { lookup, newId, shortId } from "./ids.js";
@@ -40,6 +49,10 @@ export interface ContainerCreateRequest {
   name?: string;
   image: string;
   cmd: string[];
+  entrypoint: string[];
+  /** the request set Entrypoint (even to nothing): the image's ENTRYPOINT and CMD do not apply */
+  entrypointSet: boolean;
+  workingDir: string;
   env: string[];
   hostname?: string;
   domainname?: string;
@@ -66,6 +79,30 @@ function validAddress(address: string, family: 4 | 6): boolean {
 }
 
 const now = () => new Date().toISOString();
+
+const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * What runs, as Docker decides it: a request's Entrypoint replaces the image's ENTRYPOINT and CMD;
+ * a request's Cmd replaces only the image's CMD. Environment: the image's, then the request's.
+ */
+function commandOf(
+  req: ContainerCreateRequest,
+  image: ImageConfig | undefined,
+): { cmd: string[]; env: string[]; workingDir: string } {
+  const entrypoint = req.entrypointSet ? req.entrypoint : (image?.Entrypoint ?? []);
+  const cmd = req.cmd.length > 0 || req.entrypointSet ? req.cmd : (image?.Cmd ?? []);
+  const env = new Map<string, string>();
+  for (const kv of [...(image ? [DEFAULT_PATH] : []), ...(image?.Env ?? []), ...req.env]) {
+    const eq = kv.indexOf("=");
+    env.set(eq < 0 ? kv : kv.slice(0, eq), kv);
+  }
+  return {
+    cmd: [...entrypoint, ...cmd].filter((a, i) => i > 0 || a !== ""),
+    env: [...env.values()],
+    workingDir: req.workingDir || image?.WorkingDir || "",
+  };
+}
 
 /**
  * Validates what a container asks to publish. As in Docker, ports mean nothing in the host's own
@@ -122,6 +159,7 @@ export class Containers {
     private readonly networks: Networks,
     private readonly sandboxes: Sandboxes,
     private readonly dns: SandboxDns,
+    private readonly images: ImageStore,
   ) {}
 
   find(ref: string): ContainerRecord {
@@ -143,11 +181,9 @@ export class Containers {
   create(req: ContainerCreateRequest): Promise<ContainerRecord> {
     return this.ctx.lock.run(async () => {
       const ctx = this.ctx;
-      if (req.image)
-        throw new NotFoundError(
-          `No such image: ${req.image} (ctnet runs containers on the host filesystem; images come with a later release)`,
-        );
-      if (req.cmd.length === 0) throw new InvalidParameterError("no command specified");
+      const image = req.image ? this.images.get(req.image) : undefined;
+      const run = commandOf(req, image?.config);
+      if (run.cmd.length === 0) throw new InvalidParameterError("no command specified");
       const taken = (name: string) => [...ctx.containers.values()].find((c) => c.name === name);
       let name = req.name ?? "";
       if (name) {
@@ -176,8 +212,10 @@ export class Containers {
         name,
         created: now(),
         image: req.image,
-        cmd: req.cmd,
-        env: req.env,
+        imageId: image?.id ?? "",
+        cmd: run.cmd,
+        env: run.env,
+        workingDir: run.workingDir,
         hostname: req.hostname || shortId(id),
         domainname: req.domainname ?? "",
         labels: req.labels,
@@ -503,6 +541,18 @@ export class Containers {
     return join(this.ctx.containerRunDir(c.id), file);
   }
 
+  /** The image root filesystem's layout, for a container made from an image. */
+  private rootfs(c: ContainerRecord): RootfsLayout | undefined {
+    if (!c.imageId) return undefined;
+    return rootfsLayout(this.images.rootfsPath(c.imageId), this.ctx.containerDataDir(c.id));
+  }
+
+  /** Where the init records the exit status: in the container's own layer for an image. */
+  exitFile(c: ContainerRecord): string {
+    const rootfs = this.rootfs(c);
+    return rootfs ? join(rootfs.upper, EXIT_FILE_INSIDE) : this.runFile(c, "exitcode");
+  }
+
   private writeHostsFile(c: ContainerRecord): void {
     if (c.networkMode.kind !== "bridge" && c.networkMode.kind !== "none") return;
     const entries = this.ctx
@@ -578,8 +628,17 @@ export class Containers {
       } else {
         files = { hosts: "", resolv: "", hostname: "" };
       }
-      const exitFile = this.runFile(c, "exitcode");
+      const exitFile = this.exitFile(c);
       rmSync(exitFile, { force: true });
+      const rootfs = this.rootfs(c);
+      if (rootfs) {
+        // With --net host the container reads the host's own files, as Docker gives it copies of them.
+        const etc = files.hosts
+          ? files
+          : { hosts: "/etc/hosts", resolv: "/etc/resolv.conf", hostname: "/etc/hostname" };
+        mountRootfs(rootfs, etc, INIT);
+        undo.push(() => unmountRootfs(rootfs));
+      }
       if (c.ports.requests.length > 0) {
         c.published = await ctx.ports.reserve(c.ports.requests);
         undo.push(async () => {
@@ -601,6 +660,8 @@ export class Containers {
         hostnamePath: files.hostname,
         logPath: join(ctx.containerDataDir(c.id), "container.log"),
         exitFile,
+        ...(rootfs ? { rootfs: rootfs.merged } : {}),
+        ...(c.workingDir ? { workingDir: c.workingDir } : {}),
       });
       c.sandboxPath = sandboxPath;
       c.state = {
@@ -650,7 +711,7 @@ export class Containers {
       // The init's own record is the most precise; unshare reports the same code, or dies by a signal.
       const fallback = status.code >= 0 ? status.code : status.signal >= 0 ? 128 + status.signal : 137;
       try {
-        await this.markExited(c, readExitCode(this.runFile(c, "exitcode")) ?? fallback);
+        await this.markExited(c, readExitCode(this.exitFile(c)) ?? fallback);
         if (c.autoRemove) await this.removeLocked(c);
       } catch (err) {
         log.error({ err, container: c.name }, "cleaning up after a container's exit failed");
@@ -675,6 +736,8 @@ export class Containers {
       if (c.sandboxPath) this.sandboxes.destroy(c.sandboxPath);
       for (const ep of this.ctx.endpointsOf(c.id)) await this.releaseEndpoint(ep, false);
     }
+    const rootfs = this.rootfs(c);
+    if (rootfs) unmountRootfs(rootfs);
     c.sandboxPath = "";
     c.state = {
       ...c.state,
@@ -740,6 +803,31 @@ export class Containers {
     sendSignal(c.state.pid, "SIGKILL");
   }
 
+  /** Renames a container; names resolve through the embedded DNS from the next query on. */
+  rename(ref: string, newName: string): Promise<void> {
+    return this.ctx.lock.run(async () => {
+      const c = this.find(ref);
+      const name = newName.replace(/^\//, "");
+      if (!NAME.test(newName)) {
+        throw new InvalidParameterError(
+          `Invalid container name (${newName}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`,
+        );
+      }
+      if (name === c.name)
+        throw new InvalidParameterError(`Renaming a container with the same name as its current name`);
+      const other = [...this.ctx.containers.values()].find((x) => x.name === name);
+      if (other) {
+        throw new ConflictError(
+          `Conflict. The container name "/${name}" is already in use by container "${other.id}". You have to remove (or rename) that container to be able to reuse that name.`,
+        );
+      }
+      const old = c.name;
+      c.name = name;
+      await this.ctx.saveContainer(c);
+      this.ctx.events.publish("container", "rename", c.id, { name, oldName: `/${old}` });
+    });
+  }
+
   // ---- remove ----
 
   async remove(ref: string, force: boolean): Promise<void> {
@@ -761,6 +849,8 @@ export class Containers {
 
   private async removeLocked(c: ContainerRecord): Promise<void> {
     const ctx = this.ctx;
+    const rootfs = this.rootfs(c);
+    if (rootfs) unmountRootfs(rootfs);
     c.state.status = "removing";
     await ctx.store.delete(`containers/${c.id}`);
     ctx.containers.delete(c.id);

@@ -6,6 +6,7 @@ import { BridgeDriver } from "../drivers/bridge/bridge.js";
 import type { Driver } from "../drivers/driver.js";
 import { NoOpDriver } from "../drivers/host/host.js";
 import { Firewall } from "../firewall/firewall.js";
+import { ImageStore } from "../images/store.js";
 import { Ipam } from "../ipam/index.js";
 import { Netlink } from "../kernel/netlink.js";
 import { runNft } from "../kernel/nft.js";
@@ -46,6 +47,7 @@ export class Engine {
     readonly ctx: EngineContext,
     readonly networks: Networks,
     readonly containers: Containers,
+    readonly images: ImageStore,
     private readonly dns: DnsServer,
   ) {}
 
@@ -78,12 +80,13 @@ export class Engine {
     const networks = new Networks(ctx);
     const sandboxes = new Sandboxes(ctx.netnsDir());
     const dns = new DnsServer(new EngineResolverView(ctx));
-    const containers = new Containers(ctx, networks, sandboxes, dns);
+    const images = ImageStore.open(join(o.dataRoot, "images"));
+    const containers = new Containers(ctx, networks, sandboxes, dns, images);
     writeSysctl("net.ipv4.ip_forward", "1");
     await ctx.lock.run(() => reconcile(ctx, networks, containers));
     if ([...ctx.networks.values()].some((n) => n.enableIPv6))
       writeSysctl("net.ipv6.conf.all.forwarding", "1");
-    return new Engine(ctx, networks, containers, dns);
+    return new Engine(ctx, networks, containers, images, dns);
   }
 
   /** Stops following containers and closes sockets; containers and kernel state stay as they are. */

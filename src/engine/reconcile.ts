@@ -48,7 +48,7 @@ export async function reconcile(
     if (c.state.status !== "running") continue;
     if (!isAlive(c.state.pid, c.state.pidStartTime)) {
       log.info({ container: c.name }, "container exited while the daemon was down");
-      await containers.markExited(c, readExitCode(join(ctx.containerRunDir(c.id), "exitcode")) ?? 137);
+      await containers.markExited(c, readExitCode(containers.exitFile(c)) ?? 137);
       continue;
     }
     const ownSandbox = c.networkMode.kind === "bridge" || c.networkMode.kind === "none";

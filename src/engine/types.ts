@@ -95,9 +95,12 @@ export interface ContainerRecord {
   id: string;
   name: string;
   created: string;
+  /** the image reference as given, and the id it resolved to ("" for the host filesystem) */
   image: string;
+  imageId: string;
   cmd: string[];
   env: string[];
+  workingDir: string;
   hostname: string;
   domainname: string;
   labels: Record<string, string>;

@@ -34,6 +34,10 @@ export interface NativeAddon {
    * For a child of this process: its exit code or signal; otherwise both are -1.
    */
   watchExit(pid: number, callback: (code: number, signal: number) => void): void;
+  /** mount(2); "" for fstype or data passes NULL. */
+  mount(source: string, target: string, fstype: string, flags: number, data: string): void;
+  /** umount2(2); a target that is not mounted or missing is not an error. */
+  umount(target: string, flags: number): void;
   /** Present only when the addon was built against libnftables. */
   nftRun?(text: string): NftResult;
   hasNftables: boolean;

@@ -2,8 +2,9 @@ import { closeSync, openSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { SystemError } from "../errors.js";
 import { native } from "../kernel/native.js";
+import { EXIT_FILE_INSIDE, INIT_INSIDE } from "./rootfs.js";
 
-const INIT = fileURLToPath(new URL("../../libexec/ctnet-init", import.meta.url));
+export const INIT = fileURLToPath(new URL("../../libexec/ctnet-init", import.meta.url));
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 export interface LaunchSpec {
@@ -18,6 +19,9 @@ export interface LaunchSpec {
   hostnamePath: string;
   logPath: string;
   exitFile: string;
+  /** an image's root filesystem, already mounted: the container is rooted there (chroot by unshare) */
+  rootfs?: string;
+  workingDir?: string;
 }
 
 export interface Launched {
@@ -101,15 +105,13 @@ export async function launch(spec: LaunchSpec): Promise<Launched> {
   const ownUts = spec.netnsPath !== undefined;
   const unshare = ["unshare", "--fork", "--pid", "--mount-proc", "--mount", "--ipc", "--kill-child"];
   if (ownUts) unshare.push("--uts");
-  const init = [
-    INIT,
-    spec.hostsPath,
-    spec.resolvPath,
-    spec.hostnamePath,
-    ownUts ? spec.hostname : "",
-    spec.exitFile,
-    ...spec.cmd,
-  ];
+  if (spec.rootfs) unshare.push(`--root=${spec.rootfs}`);
+  if (spec.workingDir) unshare.push(`--wd=${spec.workingDir}`);
+  const hostname = ownUts ? spec.hostname : "";
+  // In an image the /etc files and the init are already mounted into the root filesystem.
+  const init = spec.rootfs
+    ? ["/bin/sh", INIT_INSIDE, "", "", "", hostname, EXIT_FILE_INSIDE, ...spec.cmd]
+    : [INIT, spec.hostsPath, spec.resolvPath, spec.hostnamePath, hostname, spec.exitFile, ...spec.cmd];
   const argv = spec.netnsPath
     ? ["nsenter", `--net=${spec.netnsPath}`, "--", ...unshare, "--", ...init]
     : [...unshare, "--", ...init];

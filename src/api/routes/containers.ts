@@ -66,6 +66,13 @@ export function containerRoutes(router: Router, engine: Engine): void {
     sendEmpty(res, 204);
   });
 
+  router.on("POST", "/containers/:id/rename", async (req, res) => {
+    const name = req.query.get("name");
+    if (!name) throw new InvalidParameterError("a new name is required (?name=)");
+    await containers.rename(req.params.id ?? "", name);
+    sendEmpty(res, 204);
+  });
+
   router.on("POST", "/containers/:id/kill", async (req, res) => {
     await containers.kill(req.params.id ?? "", req.query.get("signal") || "SIGKILL");
     sendEmpty(res, 204);

@@ -55,7 +55,7 @@ export function systemRoutes(router: Router, engine: Engine): void {
       ContainersRunning: running,
       ContainersPaused: 0,
       ContainersStopped: all.length - running,
-      Images: 0,
+      Images: engine.images.list().length,
       Driver: "ctnet",
       Name: hostname(),
       ServerVersion: CTNET_VERSION,

@@ -1,0 +1,107 @@
+import { closeSync, lstatSync, mkdirSync, openSync, symlinkSync, unlinkSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { native } from "../kernel/native.js";
+
+const MS_NOSUID = 0x2;
+const MS_NOEXEC = 0x8;
+const MS_BIND = 0x1000;
+const MNT_DETACH = 0x2;
+
+/** Where the init script and its exit record are, seen from inside an image's root filesystem. */
+export const INIT_INSIDE = "/.ctnet-init";
+export const EXIT_FILE_INSIDE = "/.ctnet-exitcode";
+
+/** Device nodes a container needs, bound from the host's (Docker creates the same few). */
+const DEVICES = ["null", "zero", "full", "random", "urandom", "tty"];
+
+export interface RootfsLayout {
+  /** the image's tree, never written */
+  lower: string;
+  /** the container's own changes, kept while the container exists */
+  upper: string;
+  work: string;
+  /** the mount point the container sees as / */
+  merged: string;
+}
+
+export function rootfsLayout(imageRoot: string, containerDir: string): RootfsLayout {
+  return {
+    lower: imageRoot,
+    upper: join(containerDir, "upper"),
+    work: join(containerDir, "work"),
+    merged: join(containerDir, "rootfs"),
+  };
+}
+
+/** A regular file at `path` to mount over, replacing a symlink (images often link resolv.conf elsewhere). */
+function mountTarget(path: string): void {
+  try {
+    if (lstatSync(path).isSymbolicLink()) unlinkSync(path);
+    else return;
+  } catch {
+    mkdirSync(dirname(path), { recursive: true });
+  }
+  closeSync(openSync(path, "a", 0o644));
+}
+
+/**
+ * Builds a container's root filesystem: an overlay of the image and the container's own layer,
+ * with the generated /etc files, ctnet's init and a minimal /dev bound in. The mounts live in the
+ * host's mount namespace (as Docker's do) so the daemon can take them down after the container
+ * is gone; everything under `merged` goes with one lazy unmount.
+ */
+export function mountRootfs(
+  l: RootfsLayout,
+  etc: { hosts: string; resolv: string; hostname: string },
+  initScript: string,
+): void {
+  for (const dir of [l.upper, l.work, l.merged]) mkdirSync(dir, { recursive: true, mode: 0o755 });
+  native.mount(
+    "overlay",
+    l.merged,
+    "overlay",
+    0,
+    `lowerdir=${l.lower},upperdir=${l.upper},workdir=${l.work}`,
+  );
+  try {
+    for (const [name, source] of [
+      ["hosts", etc.hosts],
+      ["resolv.conf", etc.resolv],
+      ["hostname", etc.hostname],
+    ] as const) {
+      const target = join(l.merged, "etc", name);
+      mountTarget(target);
+      native.mount(source, target, "", MS_BIND, "");
+    }
+    const init = join(l.merged, INIT_INSIDE);
+    mountTarget(init);
+    native.mount(initScript, init, "", MS_BIND, "");
+    const dev = join(l.merged, "dev");
+    mkdirSync(dev, { recursive: true });
+    native.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k");
+    for (const name of DEVICES) {
+      const target = join(dev, name);
+      mountTarget(target);
+      native.mount(`/dev/${name}`, target, "", MS_BIND, "");
+    }
+    for (const [name, to] of [
+      ["fd", "/proc/self/fd"],
+      ["stdin", "/proc/self/fd/0"],
+      ["stdout", "/proc/self/fd/1"],
+      ["stderr", "/proc/self/fd/2"],
+    ] as const) {
+      symlinkSync(to, join(dev, name));
+    }
+    mkdirSync(join(dev, "shm"));
+    mkdirSync(join(l.merged, "proc"), { recursive: true });
+    mkdirSync(join(l.merged, "tmp"), { recursive: true, mode: 0o1777 });
+  } catch (err) {
+    unmountRootfs(l);
+    throw err;
+  }
+}
+
+/** Takes down the whole tree; a tree that is not mounted is fine. */
+export function unmountRootfs(l: RootfsLayout): void {
+  native.umount(l.merged, MNT_DETACH);
+}

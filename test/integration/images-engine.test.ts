@@ -1,0 +1,133 @@
+/**
+ * Containers on an imported image's root filesystem (overlayfs), driven by ctnet's API and by the
+ * real docker CLI: `docker import`, `docker run -d IMAGE`, names resolving between them.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { TestDaemon } from "../helpers/daemon.js";
+
+const BUSYBOX_SCRIPT = fileURLToPath(new URL("../../scripts/busybox-image.sh", import.meta.url));
+const hasDocker = spawnSync("docker", ["--version"]).status === 0;
+
+describe("containers from images", () => {
+  let d: TestDaemon;
+  const docker = (args: string[]) => {
+    const r = spawnSync("docker", args, {
+      encoding: "utf8",
+      env: { ...process.env, DOCKER_HOST: d.host },
+      timeout: 30_000,
+    });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  before(async () => {
+    d = await TestDaemon.start("images");
+    const tar = join(d.dir, "busybox.tar");
+    assert.equal(spawnSync("bash", [BUSYBOX_SCRIPT, tar]).status, 0);
+    const r = await fetchUpload(
+      d,
+      "/images/create?fromSrc=-&repo=busybox&tag=latest&changes=CMD%20%5B%22sh%22%5D",
+      readFileSync(tar),
+    );
+    assert.match(r, /sha256:[0-9a-f]{64}/);
+  });
+  after(async () => {
+    await d?.destroy();
+    // Images are not removed by destroy(): their trees are plain directories under the test's root.
+  });
+
+  it("runs a container on the image's root filesystem, on a user-defined network", async () => {
+    d.ok(["network", "create", "imgnet"]);
+    const created = await d.api("POST", "/containers/create?name=b1", {
+      Image: "busybox",
+      Cmd: ["sleep", "1000"],
+      HostConfig: { NetworkMode: "imgnet" },
+    });
+    assert.equal(created.status, 201, created.text);
+    assert.equal((await d.api("POST", "/containers/b1/start")).status, 204);
+    const pid = d.ok(["inspect", "-f", "{{.State.Pid}}", "b1"]);
+    const inside = spawnSync(
+      "nsenter",
+      [
+        "-t",
+        pid,
+        "-n",
+        "-m",
+        "-u",
+        "-p",
+        "-r",
+        "-w",
+        "sh",
+        "-c",
+        "ls /bin/busybox && cat /etc/resolv.conf && ls /dev/null",
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(inside.status, 0, inside.stderr);
+    assert.match(inside.stdout, /nameserver 127\.0\.0\.11/);
+    assert.equal(d.ok(["inspect", "-f", "{{.Config.Image}}", "b1"]), "busybox");
+  });
+
+  it("applies the image's CMD when the request has none", async () => {
+    const created = await d.api("POST", "/containers/create?name=b2", {
+      Image: "busybox",
+      OpenStdin: false,
+      HostConfig: { NetworkMode: "none" },
+    });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(JSON.parse(d.ok(["inspect", "-f", "{{json .Config.Cmd}}", "b2"])), ["sh"]);
+  });
+
+  it("answers a clear error for an unknown image or a pull", async () => {
+    const missing = await d.api("POST", "/containers/create", { Image: "nosuch", Cmd: ["true"] });
+    assert.equal(missing.status, 404);
+    assert.match((missing.body as { message: string }).message, /No such image: nosuch/);
+    const pull = await d.api("POST", "/images/create?fromImage=alpine&tag=latest");
+    assert.ok(pull.status >= 400 && /registry/i.test(pull.text), pull.text);
+  });
+
+  it("runs detached containers from the real docker CLI", {
+    skip: hasDocker ? false : "no docker CLI",
+  }, () => {
+    const run = docker(["run", "-d", "--net", "imgnet", "--name", "d1", "busybox", "sleep", "1000"]);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(docker(["ps"]).stdout, /busybox\s+"sleep 1000".*d1/);
+    const ip = docker([
+      "inspect",
+      "--format",
+      "{{.NetworkSettings.Networks.imgnet.IPAddress}}",
+      "d1",
+    ]).stdout.trim();
+    assert.match(ip, /^172\.\d+\.0\.\d+$/);
+    const pid = d.ok(["inspect", "-f", "{{.State.Pid}}", "d1"]);
+    const ping = spawnSync(
+      "nsenter",
+      ["-t", pid, "-n", "-m", "-u", "-p", "-r", "-w", "ping", "-c1", "-W2", "b1"],
+      { encoding: "utf8" },
+    );
+    assert.equal(ping.status, 0, ping.stdout + ping.stderr);
+    assert.equal(docker(["rm", "-f", "d1"]).status, 0);
+    assert.match(docker(["images"]).stdout, /busybox\s+latest/);
+  });
+});
+
+/** POSTs a raw body (the image tarball) and returns the answer's text. */
+async function fetchUpload(d: TestDaemon, path: string, body: Buffer): Promise<string> {
+  const { request } = await import("node:http");
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { socketPath: d.socket, method: "POST", path, headers: { "Content-Type": "application/x-tar" } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve(Buffer.concat(chunks).toString()));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
