@@ -184,23 +184,9 @@ export class Containers {
       const image = req.image ? this.images.get(req.image) : undefined;
       const run = commandOf(req, image?.config);
       if (run.cmd.length === 0) throw new InvalidParameterError("no command specified");
-      const taken = (name: string) => [...ctx.containers.values()].find((c) => c.name === name);
-      let name = req.name ?? "";
-      if (name) {
-        if (!NAME.test(name))
-          throw new InvalidParameterError(
-            `Invalid container name (${name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`,
-          );
-        name = name.replace(/^\//, "");
-        const other = taken(name);
-        if (other) {
-          throw new ConflictError(
-            `Conflict. The container name "/${name}" is already in use by container "${other.id}". You have to remove (or rename) that container to be able to reuse that name.`,
-          );
-        }
-      } else {
-        name = randomName((n) => taken(n) !== undefined);
-      }
+      const name = req.name
+        ? this.freeName(req.name)
+        : randomName((n) => [...ctx.containers.values()].some((c) => c.name === n));
       const id = newId();
       const { mode, attachments } = this.resolveNetworking(req);
       if (mode.kind === "container" && req.hostname) {
@@ -803,24 +789,31 @@ export class Containers {
     sendSignal(c.state.pid, "SIGKILL");
   }
 
+  /** A valid name no container has, without its leading slash; Docker's errors otherwise. */
+  private freeName(requested: string): string {
+    if (!NAME.test(requested)) {
+      throw new InvalidParameterError(
+        `Invalid container name (${requested}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`,
+      );
+    }
+    const name = requested.replace(/^\//, "");
+    const other = [...this.ctx.containers.values()].find((c) => c.name === name);
+    if (other) {
+      throw new ConflictError(
+        `Conflict. The container name "/${name}" is already in use by container "${other.id}". You have to remove (or rename) that container to be able to reuse that name.`,
+      );
+    }
+    return name;
+  }
+
   /** Renames a container; names resolve through the embedded DNS from the next query on. */
   rename(ref: string, newName: string): Promise<void> {
     return this.ctx.lock.run(async () => {
       const c = this.find(ref);
-      const name = newName.replace(/^\//, "");
-      if (!NAME.test(newName)) {
-        throw new InvalidParameterError(
-          `Invalid container name (${newName}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`,
-        );
+      if (newName.replace(/^\//, "") === c.name) {
+        throw new InvalidParameterError("Renaming a container with the same name as its current name");
       }
-      if (name === c.name)
-        throw new InvalidParameterError(`Renaming a container with the same name as its current name`);
-      const other = [...this.ctx.containers.values()].find((x) => x.name === name);
-      if (other) {
-        throw new ConflictError(
-          `Conflict. The container name "/${name}" is already in use by container "${other.id}". You have to remove (or rename) that container to be able to reuse that name.`,
-        );
-      }
+      const name = this.freeName(newName);
       const old = c.name;
       c.name = name;
       await this.ctx.saveContainer(c);

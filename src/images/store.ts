@@ -2,22 +2,19 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   chmodSync,
-  closeSync,
   existsSync,
-  fsyncSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
-  openSync,
   readdirSync,
   readFileSync,
   renameSync,
   rmSync,
   unlinkSync,
-  writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import { finished, type Readable } from "node:stream";
+import { syncDir, writeFileAtomic } from "../atomic-file.js";
 import { ConflictError, InvalidParameterError, NotFoundError, SystemError } from "../errors.js";
 import { type ImageConfig, parseChanges } from "./changes.js";
 import { formatReference, ID_PREFIX, IMAGE_ID, parseReference, repoTagReference } from "./reference.js";
@@ -61,7 +58,6 @@ interface StoredImage {
   image: ImageRecord;
 }
 
-const TMP_SUFFIX = ".tmp";
 /** Compressed archives as `docker import` accepts them; GNU tar cannot detect compression on a pipe. */
 const COMPRESSION: [Buffer, string][] = [
   [Buffer.from([0x1f, 0x8b]), "--gzip"],
@@ -321,17 +317,9 @@ export class ImageStore {
 
   private save(img: ImageRecord): void {
     const seq = ++this.seq;
-    const path = this.recordPath(img.id);
-    const tmp = path + TMP_SUFFIX;
-    const fd = openSync(tmp, "w", 0o600);
-    try {
-      writeSync(fd, JSON.stringify({ seq, image: img } satisfies StoredImage));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-    syncDir(this.dir("records"));
+    writeFileAtomic(this.recordPath(img.id), JSON.stringify({ seq, image: img } satisfies StoredImage), {
+      durable: true,
+    });
     this.images.set(img.id, img);
     this.seqs.set(img.id, seq);
   }
@@ -357,16 +345,6 @@ function displayRef(ref: string): string {
     return formatReference(parseReference(ref));
   } catch {
     return ref;
-  }
-}
-
-/** Renames are only durable once their directory is flushed. */
-function syncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 

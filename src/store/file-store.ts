@@ -1,21 +1,10 @@
-import {
-  closeSync,
-  fdatasyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  unlinkSync,
-  writeSync,
-} from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { TMP_SUFFIX, writeFileAtomic } from "../atomic-file.js";
 import { InvalidParameterError, SystemError } from "../errors.js";
 import type { Store } from "./store.js";
 
 const KEY = /^[a-z]+\/[A-Za-z0-9_.-]+$/;
-const TMP_SUFFIX = ".tmp";
 
 /**
  * Embedded store: one JSON file per record under `root`, written to a temporary file, flushed to
@@ -64,16 +53,8 @@ export class FileStore implements Store {
 
   async put<T>(key: string, value: T): Promise<void> {
     const path = this.path(key);
-    const tmp = path + TMP_SUFFIX;
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    const fd = openSync(tmp, "w", 0o600);
-    try {
-      writeSync(fd, JSON.stringify(value));
-      fdatasyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
+    writeFileAtomic(path, JSON.stringify(value));
     this.cache.set(key, structuredClone(value));
   }
 

@@ -176,6 +176,44 @@ export class TestDaemon {
     return this.cli(["exec", container, ...cmd], { timeout });
   }
 
+  /**
+   * Another machine on the host's link: a namespace joined to the daemon's host namespace by a
+   * veth ("uplink" on the host side, eth0 on the other), addressed from `subnet` (.1 the host,
+   * .2 the peer). Returns the peer namespace; the caller destroys it.
+   */
+  addNeighbour(prefix: string, subnet24: string): { ns: TestNetns; hostIp: string; peerIp: string } {
+    const ns = makeTestNetns(prefix);
+    const base = subnet24.replace(/\.0\/24$/, "");
+    const hostIp = `${base}.1`;
+    const peerIp = `${base}.2`;
+    const steps: [TestNetns, string[]][] = [
+      [this.ns, ["ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", ns.name]],
+      [this.ns, ["ip", "addr", "add", `${hostIp}/24`, "dev", "uplink"]],
+      [this.ns, ["ip", "link", "set", "uplink", "up"]],
+      [ns, ["ip", "addr", "add", `${peerIp}/24`, "dev", "eth0"]],
+      [ns, ["ip", "link", "set", "eth0", "up"]],
+      [ns, ["ip", "link", "set", "lo", "up"]],
+    ];
+    for (const [where, cmd] of steps) {
+      const r = where.exec(cmd);
+      if (r.status !== 0) {
+        ns.destroy();
+        throw new Error(`${cmd.join(" ")}: ${r.stderr}`);
+      }
+    }
+    return { ns, hostIp, peerIp };
+  }
+
+  /** The real docker CLI against this daemon. */
+  docker(args: string[]): ExecResult {
+    const r = spawnSync("docker", args, {
+      encoding: "utf8",
+      env: { ...process.env, DOCKER_HOST: this.host },
+      timeout: 30_000,
+    });
+    return { stdout: r.stdout, stderr: r.stderr, status: r.status };
+  }
+
   /** Runs a command in the daemon's host namespace. */
   hostExec(cmd: string[]): ExecResult {
     return this.ns.exec(cmd);

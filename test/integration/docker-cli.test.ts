@@ -15,14 +15,7 @@ describe("docker CLI against ctnet", { skip: hasDocker ? false : "the docker CLI
     await d?.destroy();
   });
 
-  const docker = (args: string[]) => {
-    const r = spawnSync("docker", args, {
-      encoding: "utf8",
-      env: { ...process.env, DOCKER_HOST: d.host },
-      timeout: 30_000,
-    });
-    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
+  const docker = (args: string[]) => d.docker(args);
 
   it("lists, creates, inspects and removes networks", () => {
     const ls = docker(["network", "ls"]);

@@ -6,35 +6,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { TestDaemon } from "../helpers/daemon.js";
-import { makeTestNetns, type TestNetns } from "../helpers/netns.js";
+import type { TestNetns } from "../helpers/netns.js";
 
 describe("firewall through the engine", () => {
   let d: TestDaemon;
   let outside: TestNetns;
   before(async () => {
     d = await TestDaemon.start("fw");
-    outside = makeTestNetns("out");
-    const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
-    ok(
-      d.hostExec([
-        "ip",
-        "link",
-        "add",
-        "uplink",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        outside.name,
-      ]),
-    );
-    ok(d.hostExec(["ip", "addr", "add", "198.51.100.1/24", "dev", "uplink"]));
-    ok(d.hostExec(["ip", "link", "set", "uplink", "up"]));
-    ok(outside.exec(["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"]));
-    ok(outside.exec(["ip", "link", "set", "eth0", "up"]));
-    ok(outside.exec(["ip", "link", "set", "lo", "up"]));
+    outside = d.addNeighbour("out", "198.51.100.0/24").ns;
   });
   after(async () => {
     outside?.destroy();

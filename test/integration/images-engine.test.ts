@@ -15,14 +15,7 @@ const hasDocker = spawnSync("docker", ["--version"]).status === 0;
 
 describe("containers from images", () => {
   let d: TestDaemon;
-  const docker = (args: string[]) => {
-    const r = spawnSync("docker", args, {
-      encoding: "utf8",
-      env: { ...process.env, DOCKER_HOST: d.host },
-      timeout: 30_000,
-    });
-    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
+  const docker = (args: string[]) => d.docker(args);
 
   before(async () => {
     d = await TestDaemon.start("images");

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { TestDaemon } from "../helpers/daemon.js";
-import { makeTestNetns, type TestNetns } from "../helpers/netns.js";
+import type { TestNetns } from "../helpers/netns.js";
 
 const SERVER = `require("http").createServer((q, s) => s.end("hello from " + require("os").hostname() + " to " + q.socket.remoteAddress + "\\n")).listen(5000)`;
 const HOST = "198.51.100.1";
@@ -32,27 +32,7 @@ describe("published ports", () => {
 
   before(async () => {
     d = await TestDaemon.start("ports");
-    client = makeTestNetns("cli");
-    const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
-    ok(
-      d.hostExec([
-        "ip",
-        "link",
-        "add",
-        "uplink",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        client.name,
-      ]),
-    );
-    ok(d.hostExec(["ip", "addr", "add", `${HOST}/24`, "dev", "uplink"]));
-    ok(d.hostExec(["ip", "link", "set", "uplink", "up"]));
-    ok(client.exec(["ip", "addr", "add", `${CLIENT}/24`, "dev", "eth0"]));
-    ok(client.exec(["ip", "link", "set", "eth0", "up"]));
+    client = d.addNeighbour("cli", "198.51.100.0/24").ns;
     d.ok(["network", "create", "-d", "bridge", "petsBridge"]);
     d.ok(["run", "-d", "--net", "petsBridge", "--name", "web", "-p", "8000:5000", "node", "-e", SERVER]);
     await waitFor(`http://${HOST}:8000/`);
