@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <signal.h>
@@ -648,6 +649,138 @@ static napi_value js_umount(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * Pseudo-terminals for `docker exec -t`. Node has no pty of its own and ctnet takes no npm
+ * dependency for it: openpty() hands out the pair, spawnPty() starts a process on the slave as its
+ * controlling terminal, ptyResize() passes the client's window size on.
+ */
+
+/*
+ * openpty(): { master, slave }. Both are close-on-exec so no other child inherits them. The
+ * master is non-blocking: libuv's tty handle keeps a master's mode as it finds it, and a blocking
+ * master would stall the event loop on a full read buffer or a child that does not read its input.
+ */
+static napi_value js_openpty(napi_env env, napi_callback_info info) {
+  int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+  if (master < 0) {
+    throw_errno(env, errno, "posix_openpt", NULL);
+    return NULL;
+  }
+  char name[MAX_PATH];
+  const char *failed = NULL;
+  if (grantpt(master) != 0) failed = "grantpt";
+  else if (unlockpt(master) != 0) failed = "unlockpt";
+  else if (ptsname_r(master, name, sizeof name) != 0) failed = "ptsname_r";
+  if (failed) {
+    int err = errno;
+    close(master);
+    throw_errno(env, err, failed, NULL);
+    return NULL;
+  }
+  int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (slave < 0) {
+    int err = errno;
+    close(master);
+    throw_errno(env, err, "open", name);
+    return NULL;
+  }
+  napi_value result, jmaster, jslave;
+  napi_create_object(env, &result);
+  napi_create_int32(env, master, &jmaster);
+  napi_create_int32(env, slave, &jslave);
+  napi_set_named_property(env, result, "master", jmaster);
+  napi_set_named_property(env, result, "slave", jslave);
+  return result;
+}
+
+/*
+ * spawnPty(argv: string[], env: string[], slaveFd: number): number (pid)
+ * posix_spawn in a new session with the terminal as stdin, stdout and stderr. There is no file
+ * action for TIOCSCTTY, but glibc runs setsid() before the file actions, and a session leader
+ * without a controlling terminal that opens a terminal (without O_NOCTTY) acquires it: the slave
+ * is therefore reopened by name rather than duplicated.
+ */
+static napi_value js_spawn_pty(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  int32_t slave;
+  if (!get_int(env, argv[2], "slaveFd", &slave)) return NULL;
+  char tty[MAX_PATH];
+  int rc = ttyname_r(slave, tty, sizeof tty);
+  if (rc != 0) {
+    throw_errno(env, rc, "ttyname_r", NULL);
+    return NULL;
+  }
+  char **args = get_strv(env, argv[0], "argv");
+  if (!args) return NULL;
+  if (!args[0]) {
+    free(args);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "argv must not be empty");
+    return NULL;
+  }
+  char **envp = get_strv(env, argv[1], "env");
+  if (!envp) {
+    size_t n = 0;
+    while (args[n]) n++;
+    free_strv(args, n);
+    return NULL;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_addopen(&fa, 0, tty, O_RDWR, 0);
+  posix_spawn_file_actions_adddup2(&fa, 0, 1);
+  posix_spawn_file_actions_adddup2(&fa, 0, 2);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid;
+  rc = posix_spawnp(&pid, args[0], &fa, &attr, args, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  char path[MAX_PATH];
+  snprintf(path, sizeof path, "%s", args[0]);
+  size_t n = 0;
+  while (args[n]) n++;
+  free_strv(args, n);
+  n = 0;
+  while (envp[n]) n++;
+  free_strv(envp, n);
+  if (rc != 0) {
+    throw_errno(env, rc, "posix_spawnp", path);
+    return NULL;
+  }
+  napi_value result;
+  napi_create_int32(env, pid, &result);
+  return result;
+}
+
+/* ptyResize(fd, rows, cols): the kernel sends SIGWINCH to the terminal's foreground process group. */
+static napi_value js_pty_resize(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  int32_t fd, rows, cols;
+  if (!get_int(env, argv[0], "fd", &fd) || !get_int(env, argv[1], "rows", &rows) ||
+      !get_int(env, argv[2], "cols", &cols))
+    return NULL;
+  if (rows < 0 || rows > 0xffff || cols < 0 || cols > 0xffff) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "rows and cols must be between 0 and 65535");
+    return NULL;
+  }
+  struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+  if (ioctl(fd, TIOCSWINSZ, &ws) != 0) {
+    throw_errno(env, errno, "ioctl TIOCSWINSZ", NULL);
+    return NULL;
+  }
+  return NULL;
+}
+
 #define EXPORT_FN(name, fn)                                            \
   do {                                                                 \
     napi_value f;                                                      \
@@ -665,6 +798,9 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT_FN("watchExit", js_watch_exit);
   EXPORT_FN("mount", js_mount);
   EXPORT_FN("umount", js_umount);
+  EXPORT_FN("openpty", js_openpty);
+  EXPORT_FN("spawnPty", js_spawn_pty);
+  EXPORT_FN("ptyResize", js_pty_resize);
   napi_value has_nft;
 #ifdef HAVE_LIBNFTABLES
   struct nft_home *h = calloc(1, sizeof *h);

@@ -2,7 +2,9 @@ import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { dirname } from "node:path";
 import type { Engine } from "../engine/engine.js";
-import { CtnetError, InvalidParameterError } from "../errors.js";
+import { ConflictError, CtnetError, InvalidParameterError } from "../errors.js";
+import { UpgradeRoutes } from "./hijack.js";
+import { execRoutes } from "./routes/exec.js";
 import { log } from "../log.js";
 import { Router, readJsonBody, sendJson } from "./router.js";
 import { containerRoutes } from "./routes/containers.js";
@@ -11,11 +13,26 @@ import { networkRoutes } from "./routes/networks.js";
 import { systemRoutes } from "./routes/system.js";
 import { API_VERSION, CTNET_VERSION } from "./version.js";
 
-export function buildRouter(engine: Engine): Router {
+export function buildRouter(engine: Engine, upgrades = new UpgradeRoutes()): Router {
   const router = new Router();
   systemRoutes(router, engine);
   networkRoutes(router, engine);
   containerRoutes(router, engine);
+  execRoutes(router, upgrades, {
+    containerPid: (ref) => {
+      const c = engine.containers.find(ref);
+      if (c.state.status !== "running") throw new ConflictError(`container ${c.id} is not running`);
+      return { id: c.id, pid: c.state.pid };
+    },
+    containerLog: (ref) => {
+      const c = engine.containers.find(ref);
+      return {
+        id: c.id,
+        path: engine.containers.logPath(c),
+        writing: () => ["created", "running"].includes(engine.ctx.containers.get(c.id)?.state.status ?? ""),
+      };
+    },
+  });
   imageRoutes(router, engine.images, {
     inUse: (imageId) => engine.containers.list().find((c) => c.imageId === imageId)?.id,
   });
@@ -73,7 +90,10 @@ export function parseHost(host: string): { socketPath: string } | { host: string
 }
 
 export async function listen(engine: Engine, host: string): Promise<Server> {
-  const server = createServer(handler(buildRouter(engine)));
+  const upgrades = new UpgradeRoutes();
+  const server = createServer(handler(buildRouter(engine, upgrades)));
+  // Hijacked connections (docker exec/attach) arrive as upgrade requests, not through the handler.
+  server.on("upgrade", upgrades.listener);
   server.keepAliveTimeout = 30_000;
   const where = parseHost(host);
   await new Promise<void>((resolve, reject) => {

@@ -5,6 +5,9 @@ import { DnsServer } from "../dns/server.js";
 import { BridgeDriver } from "../drivers/bridge/bridge.js";
 import type { Driver } from "../drivers/driver.js";
 import { NoOpDriver } from "../drivers/host/host.js";
+import { IpvlanDriver } from "../drivers/ipvlan/ipvlan.js";
+import { MacvlanDriver } from "../drivers/macvlan/macvlan.js";
+import type { UnderlayContext } from "../drivers/macvlan/underlay.js";
 import { Firewall } from "../firewall/firewall.js";
 import { ImageStore } from "../images/store.js";
 import { Ipam } from "../ipam/index.js";
@@ -56,10 +59,17 @@ export class Engine {
     mkdirSync(o.execRoot, { recursive: true, mode: 0o755 });
     const store = o.store ?? FileStore.open(join(o.dataRoot, "store"));
     const host = Netlink.open();
+    // The underlay drivers' links live only inside sandboxes; ctx is read when they are called.
+    const underlay: UnderlayContext = {
+      sandboxOf: (ep) => ctx.containers.get(ep.containerId)?.sandboxPath || undefined,
+      networks: () => ctx.networks.values(),
+    };
     const drivers = new Map<string, Driver>([
       ["bridge", new BridgeDriver(host)],
       ["host", new NoOpDriver("host")],
       ["null", new NoOpDriver("null")],
+      ["macvlan", new MacvlanDriver(host, underlay)],
+      ["ipvlan", new IpvlanDriver(host, underlay)],
     ]);
     const ipam = new Ipam({
       defaultPools4: DEFAULT_POOLS4,

@@ -34,6 +34,15 @@ export interface NativeAddon {
    * For a child of this process: its exit code or signal; otherwise both are -1.
    */
   watchExit(pid: number, callback: (code: number, signal: number) => void): void;
+  /** A pseudo-terminal pair, both ends close-on-exec; the master is non-blocking. */
+  openpty(): { master: number; slave: number };
+  /**
+   * posix_spawn in a new session whose controlling terminal is the slave of `slaveFd`, which is
+   * also its stdin, stdout and stderr (every other descriptor is closed in the child). Returns the pid.
+   */
+  spawnPty(argv: string[], env: string[], slaveFd: number): number;
+  /** TIOCSWINSZ on a terminal: its foreground process group gets SIGWINCH. */
+  ptyResize(fd: number, rows: number, cols: number): void;
   /** mount(2); "" for fstype or data passes NULL. */
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   /** umount2(2); a target that is not mounted or missing is not an error. */

@@ -1,5 +1,6 @@
 /**
- * Typed rtnetlink client over netlink@0.3.0: links (bridge, veth), addresses and routes.
+ * Typed rtnetlink client over netlink@0.3.0: links (bridge, veth, macvlan, ipvlan, vlan),
+ * addresses and routes.
  *
  * Each call is one request on a NETLINK_ROUTE socket. The kernel does the work inside sendmsg(),
  * which the package issues on the main thread, so a call keeps the event loop busy for its whole
@@ -9,6 +10,7 @@
  * Links are addressed by name wherever the kernel accepts IFLA_IFNAME, which saves a name→index
  * lookup per call.
  */
+import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { isIP } from "node:net";
 import { constants as osConstants } from "node:os";
@@ -93,7 +95,35 @@ const IFNAMSIZ = 16;
 /** IFLA_EXT_MASK = RTEXT_FILTER_SKIP_STATS: ctnet never reads link counters, and parsing them costs ~30 µs a link. */
 const SKIP_STATS = Buffer.from(new Uint32Array([1 << 3]).buffer);
 
-const KERNEL_OPTION: Record<string, string> = { bridge: "CONFIG_BRIDGE", veth: "CONFIG_VETH" };
+const KERNEL_OPTION: Record<string, string> = {
+  bridge: "CONFIG_BRIDGE",
+  veth: "CONFIG_VETH",
+  macvlan: "CONFIG_MACVLAN",
+  ipvlan: "CONFIG_IPVLAN",
+  vlan: "CONFIG_VLAN_8021Q",
+};
+
+// linux/if_link.h: IFLA_MACVLAN_*, IFLA_IPVLAN_*, IFLA_VLAN_*
+const IFLA_MACVLAN_MODE = 1;
+const IFLA_IPVLAN_MODE = 1;
+const IFLA_IPVLAN_FLAGS = 2;
+const IFLA_VLAN_ID = 1;
+const MACVLAN_MODES = { private: 1, vepa: 2, bridge: 4, passthru: 8 } as const;
+const IPVLAN_MODES = { l2: 0, l3: 1, l3s: 2 } as const;
+const IPVLAN_FLAGS = { bridge: 0, private: 1, vepa: 2 } as const;
+const attrU16 = (type: number, v: number): Buffer => attr(type, Buffer.from(new Uint16Array([v]).buffer));
+
+export type MacvlanMode = keyof typeof MACVLAN_MODES;
+export type IpvlanMode = keyof typeof IPVLAN_MODES;
+export type IpvlanFlag = keyof typeof IPVLAN_FLAGS;
+
+/** A link stacked on a lower one (the parent) of this namespace, optionally created in another. */
+export interface LowerLinkSpec {
+  name: string;
+  parent: string;
+  /** created directly in that namespace (IFLA_NET_NS_FD), like a veth peer */
+  netnsPath?: string;
+}
 
 export class Netlink {
   /** Requests run one at a time: a socket may have only one dump in progress (else EBUSY). */
@@ -176,6 +206,54 @@ export class Netlink {
     } finally {
       if (nsFd !== undefined) closeSync(nsFd);
     }
+  }
+
+  /** The macvlan gets its own MAC (mac, else a random one) on the parent's segment. */
+  async createMacvlan(o: LowerLinkSpec & { mode: MacvlanMode; mac?: string }): Promise<void> {
+    await this.newLowerLink(o, "macvlan", [attrU32(IFLA_MACVLAN_MODE, MACVLAN_MODES[o.mode])], o.mac);
+  }
+
+  /** An ipvlan shares the parent's MAC, so it takes none of its own. */
+  async createIpvlan(o: LowerLinkSpec & { mode: IpvlanMode; flag: IpvlanFlag }): Promise<void> {
+    await this.newLowerLink(o, "ipvlan", [
+      attrU16(IFLA_IPVLAN_MODE, IPVLAN_MODES[o.mode]),
+      attrU16(IFLA_IPVLAN_FLAGS, IPVLAN_FLAGS[o.flag]),
+    ]);
+  }
+
+  /** An 802.1Q sub-interface of parent, in this namespace, tagged with alias like createBridge's links. */
+  async createVlan(o: { name: string; parent: string; id: number; alias?: string }): Promise<void> {
+    if (!Number.isInteger(o.id) || o.id < 1 || o.id > 4094) {
+      throw new InvalidParameterError(`VLAN id must be between 1 and 4094, got ${o.id}`);
+    }
+    await this.newLowerLink(o, "vlan", [attrU16(IFLA_VLAN_ID, o.id)]);
+    if (o.alias === undefined) return;
+    try {
+      await this.setAlias(o.name, o.alias);
+    } catch (e) {
+      await this.deleteLink(o.name).catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * Whether the kernel has a kind of stacked link, asked without creating anything: a request
+   * without a lower link fails with EINVAL where the kind exists and EOPNOTSUPP where it does not
+   * (after the kernel tried to load its module), so no link ever appears, even for a moment.
+   */
+  async hasLinkKind(kind: "macvlan" | "ipvlan" | "vlan"): Promise<boolean> {
+    const name = `ctnp${randomBytes(5).toString("hex")}`;
+    const linkinfo = attrString(IFLA_INFO_KIND, kind);
+    try {
+      await this.run(`probe ${kind} links`, () =>
+        this.sock.newLink({}, { ifname: name, linkinfo }, CREATE_EXCL),
+      );
+    } catch (e) {
+      return !isNotSupported(e);
+    }
+    // A kernel that accepted a lower-less link must not keep it.
+    await this.deleteLink(name);
+    return true;
   }
 
   /** master null detaches the link from its bridge. */
@@ -354,7 +432,7 @@ export class Netlink {
     try {
       await this.run(`create ${kind} ${o.name}`, () => this.sock.newLink({}, attrs, CREATE_EXCL));
     } catch (e) {
-      if (e instanceof NetlinkError && e.code === "EOPNOTSUPP") {
+      if (isNotSupported(e)) {
         throw new NotSupportedError(
           `cannot create ${kind} ${o.name}: the kernel lacks ${kind} links (${KERNEL_OPTION[kind] ?? kind})`,
         );
@@ -369,6 +447,34 @@ export class Netlink {
     } catch (e) {
       await this.deleteLink(o.name).catch(() => {});
       throw e;
+    }
+  }
+
+  /** IFLA_LINK names the parent by index in this namespace even when the link is created in another. */
+  private async newLowerLink(o: LowerLinkSpec, kind: string, data: Buffer[], mac?: string): Promise<void> {
+    checkIfname(o.name);
+    const parentIndex = await this.indexOf(o.parent);
+    const attrs: ifla.LinkAttrs = {
+      ifname: o.name,
+      link: Buffer.from(new Uint32Array([parentIndex]).buffer),
+      linkinfo: Buffer.concat([attrString(IFLA_INFO_KIND, kind), attrNested(IFLA_INFO_DATA, data)]),
+    };
+    if (mac !== undefined) attrs.address = parseMac(mac);
+    const nsFd = o.netnsPath === undefined ? undefined : openNetns(o.netnsPath);
+    try {
+      if (nsFd !== undefined) attrs.netNsFd = nsFd;
+      await this.run(`create ${kind} ${o.name} on ${o.parent}`, () =>
+        this.sock.newLink({}, attrs, CREATE_EXCL),
+      );
+    } catch (e) {
+      if (isNotSupported(e)) {
+        throw new NotSupportedError(
+          `cannot create ${kind} ${o.name} on ${o.parent}: the kernel lacks ${kind} links (${KERNEL_OPTION[kind] ?? kind})`,
+        );
+      }
+      throw e;
+    } finally {
+      if (nsFd !== undefined) closeSync(nsFd);
     }
   }
 
@@ -434,6 +540,10 @@ function mapError(what: string, e: unknown): Error {
       return new NetlinkError(`${what}: ${code} (errno ${errno})`, code, errno);
   }
 }
+
+/** Errno 95 is named ENOTSUP by the netlink package (as by libuv), EOPNOTSUPP by the kernel's headers. */
+const isNotSupported = (e: unknown): boolean =>
+  e instanceof NetlinkError && (e.code === "ENOTSUP" || e.code === "EOPNOTSUPP");
 
 function toLinkInfo(m: rt.LinkMessage): LinkInfo {
   const { data, attrs } = m;

@@ -103,7 +103,33 @@ describe("containers from images", () => {
       { encoding: "utf8" },
     );
     assert.equal(ping.status, 0, ping.stdout + ping.stderr);
+    const exec = docker(["exec", "d1", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert.equal(exec.status, 3);
+    assert.equal(exec.stdout, "out\n");
+    assert.equal(exec.stderr, "err\n");
+    assert.equal(
+      docker(["exec", "d1", "hostname"]).stdout.trim(),
+      docker(["inspect", "-f", "{{.Config.Hostname}}", "d1"]).stdout.trim(),
+    );
     assert.equal(docker(["rm", "-f", "d1"]).status, 0);
+  });
+
+  it("runs foreground containers from the real docker CLI", {
+    skip: hasDocker ? false : "no docker CLI",
+  }, () => {
+    const run = docker([
+      "run",
+      "--rm",
+      "--net",
+      "imgnet",
+      "busybox",
+      "sh",
+      "-c",
+      "echo hello from $(hostname); exit 4",
+    ]);
+    assert.equal(run.status, 4, run.stderr);
+    assert.match(run.stdout, /^hello from [0-9a-f]{12}$/m);
+    assert.doesNotMatch(docker(["ps", "-a"]).stdout, /hello from/);
     assert.match(docker(["images"]).stdout, /busybox\s+latest/);
   });
 });
