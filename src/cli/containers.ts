@@ -1,11 +1,13 @@
 import { spawn } from "node:child_process";
 import os from "node:os";
+import { Writable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { type Command, CommanderError } from "commander";
-import { ApiError, type Client, type ContainerWaitResponse } from "../client/client.js";
+import { ApiError, type Client, type ContainerWaitResponse, type LogsOutput } from "../client/client.js";
 import { clientOf, collect, forEachName, print, printItems } from "./common.js";
 import { describeError, ExitError, UsageError } from "./errors.js";
 import { CONTAINER_HEADERS, CONTAINER_TABLE, containerRow, formatList, portLines } from "./format.js";
+import { looksLikeImage } from "./reference.js";
 import { containerCreateBody, parseFilters } from "./requests.js";
 import { parseTemplate } from "./template.js";
 
@@ -21,6 +23,7 @@ function isNotFound(err: unknown): boolean {
 export function registerContainers(program: Command): void {
   registerRun(program);
   registerExec(program);
+  registerLifecycle(program);
 
   program
     .command("ps")
@@ -146,9 +149,9 @@ async function inspectAny(client: Client, name: string, type?: string): Promise<
 function registerRun(program: Command): void {
   program
     .command("run")
-    .description("Create and run a new container running COMMAND on the host filesystem")
-    .usage("[OPTIONS] [--] COMMAND [ARG...]")
-    .argument("<command...>")
+    .description("Create and run a new container from an image, or running COMMAND on the host filesystem")
+    .usage("[OPTIONS] [--] [IMAGE] [COMMAND] [ARG...]")
+    .argument("[command...]", "an image the daemon has (then its CMD is the default), or the command")
     // Docker's `-h` is the hostname, so help is `--help` only, as in `docker run`.
     .helpOption("--help", "display help for command")
     .passThroughOptions()
@@ -169,17 +172,25 @@ function registerRun(program: Command): void {
     .option("-P, --publish-all", "publish all exposed ports to random ports")
     .option("--expose <PORT>", "expose a port or a range of ports: PORT[-END][/PROTO]", collect)
     .option("--rm", "automatically remove the container when it exits")
+    .option("--image <IMAGE>", "run from IMAGE, taking every argument as the command")
     // Docker exits 125 when `run` itself fails, keeping 1–124 for the container's own exit codes.
     .exitOverride((err) => {
       if (err.exitCode === 0) throw err;
       throw new CommanderError(125, err.code, err.message);
     })
-    .action(async (command: string[], opts, cmd: Command) => {
+    .action(async (args: string[], opts, cmd: Command) => {
       const client = clientOf(cmd);
       let id: string;
       let waiting: Promise<ContainerWaitResponse> | undefined;
       try {
-        const body = containerCreateBody({ ...opts, command });
+        let image: string | undefined = opts.image;
+        let command = args;
+        const [first] = args;
+        if (!image && first !== undefined && looksLikeImage(first) && (await imageExists(client, first))) {
+          image = first;
+          command = args.slice(1);
+        }
+        const body = containerCreateBody({ ...opts, image, command });
         const created = await client.containerCreate(body, opts.name);
         for (const w of created.Warnings ?? []) process.stderr.write(`WARNING: ${w}\n`);
         id = created.Id;
@@ -208,6 +219,20 @@ function registerRun(program: Command): void {
     });
 }
 
+/**
+ * Whether the daemon has this image. ctnet's `run` also runs host commands, so a first argument
+ * that is no image (a 404) is the command, not an error.
+ */
+async function imageExists(client: Client, name: string): Promise<boolean> {
+  try {
+    await client.imageInspect(name);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}
+
 /** Docker's codes for a command that could not be started: 127 not found, 126 not executable. */
 function startFailureCode(err: unknown): number {
   const message = err instanceof Error ? err.message : "";
@@ -221,9 +246,13 @@ interface FollowedLogs {
   done: Promise<void>;
 }
 
-/** Starts following a container's log and resolves once the daemon has the stream open. */
-async function followLogs(client: Client, id: string): Promise<FollowedLogs> {
+/**
+ * Starts following a container's log and resolves once the daemon has the stream open. The first
+ * `skip` bytes (what an earlier run wrote) are not printed.
+ */
+async function followLogs(client: Client, id: string, skip = 0): Promise<FollowedLogs> {
   const abort = new AbortController();
+  const out = { stdout: process.stdout, stderr: process.stderr };
   let opened = () => {};
   const open = new Promise<void>((resolve) => {
     opened = resolve;
@@ -232,7 +261,7 @@ async function followLogs(client: Client, id: string): Promise<FollowedLogs> {
     .containerLogs(
       id,
       { follow: true, tty: false, signal: abort.signal, onOpen: () => opened() },
-      { stdout: process.stdout, stderr: process.stderr },
+      skip > 0 ? skipFirst(skip, out) : out,
     )
     .catch((err) => {
       if (!isNotFound(err)) process.stderr.write(`${describeError(err)}\n`);
@@ -240,6 +269,34 @@ async function followLogs(client: Client, id: string): Promise<FollowedLogs> {
     .finally(() => opened());
   await open;
   return { abort, done };
+}
+
+/** Output that drops the first `bytes` written across both streams, in the order they arrive. */
+function skipFirst(bytes: number, out: LogsOutput): LogsOutput {
+  let left = bytes;
+  const pass = (target: NodeJS.WritableStream) =>
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        const drop = Math.min(left, chunk.length);
+        left -= drop;
+        if (drop < chunk.length) target.write(chunk.subarray(drop));
+        done();
+      },
+    });
+  return { stdout: pass(out.stdout), stderr: pass(out.stderr) };
+}
+
+/** How many bytes of output the container's log holds so far. */
+async function loggedBytes(client: Client, id: string): Promise<number> {
+  let bytes = 0;
+  const count = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      bytes += chunk.length;
+      done();
+    },
+  });
+  await client.containerLogs(id, { tty: false }, { stdout: count, stderr: count });
+  return bytes;
 }
 
 /**
@@ -292,7 +349,20 @@ function registerExec(program: Command): void {
       const info = await clientOf(cmd).containerInspect(container);
       const pid = info.State?.Pid;
       if (!info.State?.Running || !pid) throw new UsageError(`container ${info.Id} is not running`);
-      const args = ["--target", String(pid), "--net", "--uts", "--ipc", "--mount", "--pid", "--", ...command];
+      // --root and --wd: a container made from an image is rooted in its own filesystem.
+      const args = [
+        "--target",
+        String(pid),
+        "--net",
+        "--uts",
+        "--ipc",
+        "--mount",
+        "--pid",
+        "--root",
+        "--wd",
+        "--",
+        ...command,
+      ];
       process.exitCode = await spawnInherited("nsenter", args);
     });
 }
@@ -318,4 +388,99 @@ function spawnInherited(file: string, args: string[]): Promise<number> {
 
 function osSignalNumber(signal: NodeJS.Signals): number {
   return (os.constants.signals as Record<string, number>)[signal] ?? 0;
+}
+
+function registerLifecycle(program: Command): void {
+  program
+    .command("start")
+    .description("Start one or more stopped containers")
+    .argument("<container...>")
+    .option("-a, --attach", "attach STDOUT/STDERR and forward signals")
+    .action(async (names: string[], opts, cmd: Command) => {
+      const client = clientOf(cmd);
+      if (opts.attach) {
+        if (names.length > 1) throw new UsageError("you cannot start and attach multiple containers at once");
+        process.exitCode = await startAttached(client, names[0] as string);
+        return;
+      }
+      await forEachName(names, async (name) => {
+        // A running container answers 304, which is no error: docker prints its name all the same.
+        await client.containerStart(name);
+        print(name);
+      });
+    });
+
+  program
+    .command("restart")
+    .description("Restart one or more containers")
+    .argument("<container...>")
+    .option("-s, --signal <SIGNAL>", "signal to send to the container")
+    .option("-t, --timeout <SECONDS>", "seconds to wait before killing the container", parseSeconds)
+    .action(async (names: string[], opts, cmd: Command) => {
+      const client = clientOf(cmd);
+      await forEachName(names, async (name) => {
+        await client.containerRestart(name, { timeout: opts.timeout, signal: opts.signal });
+        print(name);
+      });
+    });
+
+  program
+    .command("kill")
+    .description("Kill one or more running containers")
+    .argument("<container...>")
+    .option("-s, --signal <SIGNAL>", "signal to send to the container")
+    .action(async (names: string[], opts, cmd: Command) => {
+      const client = clientOf(cmd);
+      await forEachName(names, async (name) => {
+        await client.containerKill(name, opts.signal);
+        print(name);
+      });
+    });
+
+  program
+    .command("wait")
+    .description("Block until one or more containers stop, then print their exit codes")
+    .argument("<container...>")
+    .action(async (names: string[], _opts, cmd: Command) => {
+      const client = clientOf(cmd);
+      await forEachName(names, async (name) => {
+        print(String((await client.containerWait(name)).StatusCode));
+      });
+    });
+
+  program
+    .command("rename")
+    .description("Rename a container")
+    .argument("<container>")
+    .argument("<new_name>")
+    .action(async (container: string, newName: string, _opts, cmd: Command) => {
+      const name = newName.trim();
+      if (!container.trim() || !name) throw new UsageError("Error: Neither old nor new names may be empty");
+      try {
+        await clientOf(cmd).containerRename(container, name);
+      } catch (err) {
+        // docker prints the daemon's reason, then its own summary as the error.
+        process.stderr.write(`${describeError(err)}\n`);
+        throw new UsageError(`Error: failed to rename container named ${container}`);
+      }
+    });
+}
+
+/**
+ * `start -a`: the container's new output (not what earlier runs logged) until it exits, with
+ * signals forwarded; resolves with its exit code.
+ */
+async function startAttached(client: Client, name: string): Promise<number> {
+  const info = await client.containerInspect(name);
+  const skip = await loggedBytes(client, info.Id);
+  const waiting = client.containerWait(info.Id, info.HostConfig?.AutoRemove ? "removed" : "next-exit");
+  waiting.catch(() => {});
+  const followed = await followLogs(client, info.Id, skip);
+  try {
+    await client.containerStart(info.Id);
+  } catch (err) {
+    followed.abort.abort();
+    throw err;
+  }
+  return runForeground(client, info.Id, waiting, followed);
 }

@@ -1,5 +1,5 @@
 import { CommanderError } from "commander";
-import { ApiError, DaemonConnectionError } from "../client/client.js";
+import { ApiError, DaemonConnectionError, ProgressError } from "../client/client.js";
 import { TemplateError } from "./template.js";
 
 /** Bad flags or arguments, found before any request is sent; printed without "from daemon". */
@@ -25,7 +25,12 @@ export class ExitError extends Error {
 export function describeError(err: unknown): string {
   if (err instanceof ApiError) return `Error response from daemon: ${err.message}`;
   if (err instanceof TemplateError) return `template parsing error: ${err.message}`;
-  if (err instanceof DaemonConnectionError || err instanceof UsageError || err instanceof ExitError) {
+  if (
+    err instanceof DaemonConnectionError ||
+    err instanceof ProgressError ||
+    err instanceof UsageError ||
+    err instanceof ExitError
+  ) {
     return err.message;
   }
   return `Error: ${err instanceof Error ? err.message : String(err)}`;

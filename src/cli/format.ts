@@ -3,7 +3,7 @@
  * template), and the small humanisations docker applies (truncated IDs, "2 minutes ago", ports).
  * Everything here is pure so that output can be tested byte for byte.
  */
-import type { ContainerSummary, Network, PortSummary } from "../client/client.js";
+import type { ContainerSummary, ImageSummary, Network, PortSummary } from "../client/client.js";
 import { UsageError } from "./errors.js";
 import { parseTemplate } from "./template.js";
 
@@ -267,4 +267,90 @@ export function containerRow(c: ContainerSummary, noTrunc: boolean, now: number)
     State: c.State ?? "",
     Status: c.Status ?? "",
   };
+}
+
+/** Go's `%.*g`: `precision` significant digits, no trailing zeros, exponent form for large values. */
+function goFormatG(v: number, precision: number): string {
+  if (v === 0) return "0";
+  const [mantissa, e] = v.toExponential(precision - 1).split("e") as [string, string];
+  const exp = Number(e);
+  if (exp < -4 || exp >= precision) {
+    const m = mantissa.includes(".") ? mantissa.replace(/\.?0+$/, "") : mantissa;
+    return `${m}e${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
+  }
+  const fixed = v.toFixed(Math.max(0, precision - 1 - exp));
+  return fixed.includes(".") ? fixed.replace(/\.?0+$/, "") : fixed;
+}
+
+const DECIMAL_UNITS = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+
+/**
+ * go-units' HumanSizeWithPrecision: powers of 1000 ("4.26MB", "1.2kB"). docker's SIZE column
+ * uses precision 3 (so 999999 bytes print, as in docker, "1e+03kB"); its other sizes 4.
+ */
+export function humanSize(bytes: number, precision = 3): string {
+  let size = bytes;
+  let i = 0;
+  while (size >= 1000 && i < DECIMAL_UNITS.length - 1) {
+    size /= 1000;
+    i++;
+  }
+  return `${goFormatG(size, precision)}${DECIMAL_UNITS[i]}`;
+}
+
+export const IMAGE_TABLE = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+export const IMAGE_HEADERS: Record<string, string> = {
+  Containers: "CONTAINERS",
+  CreatedAt: "CREATED AT",
+  CreatedSince: "CREATED",
+  Digest: "DIGEST",
+  ID: "IMAGE ID",
+  Repository: "REPOSITORY",
+  SharedSize: "SHARED SIZE",
+  Size: "SIZE",
+  Tag: "TAG",
+  UniqueSize: "UNIQUE SIZE",
+  VirtualSize: "SIZE",
+};
+
+/** `repo:tag` → [repo, tag]; a colon before the last slash is a registry port, not a tag. */
+function splitRepoTag(repoTag: string): [string, string] {
+  const colon = repoTag.lastIndexOf(":");
+  if (colon <= repoTag.lastIndexOf("/")) return [repoTag, "<none>"];
+  return [repoTag.slice(0, colon), repoTag.slice(colon + 1)];
+}
+
+/**
+ * The fields `image ls --format` sees, one row per tag of each image (docker's imageFormat);
+ * an untagged image is one `<none>` row. Keys sorted as Go's json prints a map.
+ */
+export function imageRows(images: ImageSummary[], noTrunc: boolean, now: number): Record<string, string>[] {
+  const rows: Record<string, string>[] = [];
+  for (const img of images) {
+    const size = img.Size ?? 0;
+    const shared = img.SharedSize ?? -1;
+    const created = (img.Created ?? 0) * 1000;
+    const common = {
+      Containers: img.Containers === undefined || img.Containers === -1 ? "N/A" : String(img.Containers),
+      CreatedAt: goTime(new Date(created)),
+      CreatedSince: `${humanDuration(now - created)} ago`,
+      Digest: "<none>",
+      ID: noTrunc ? img.Id : shortId(img.Id),
+      SharedSize: shared === -1 ? "N/A" : humanSize(shared, 4),
+      Size: humanSize(size),
+      UniqueSize: shared === -1 ? "N/A" : humanSize(size - shared, 4),
+      VirtualSize: humanSize(size, 4),
+    };
+    const tags = (img.RepoTags ?? []).filter((t) => t !== "<none>:<none>");
+    if (tags.length === 0) {
+      rows.push({ ...common, Repository: "<none>", Tag: "<none>" });
+      continue;
+    }
+    for (const t of tags) {
+      const [repo, tag] = splitRepoTag(t);
+      rows.push({ ...common, Repository: repo, Tag: tag });
+    }
+  }
+  // Spread order is not Go's: re-key so `{{json .}}` lists the fields alphabetically.
+  return rows.map((r) => Object.fromEntries(Object.entries(r).sort(([a], [b]) => goStringLess(a, b))));
 }

@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { registerContainers } from "./containers.js";
+import { registerImages } from "./images.js";
 import { registerNetwork } from "./network.js";
 import { registerSystem } from "./system.js";
 
@@ -23,5 +24,6 @@ export function buildProgram(): Command {
   registerSystem(program);
   registerNetwork(program);
   registerContainers(program);
+  registerImages(program);
   return program;
 }

@@ -280,6 +280,9 @@ function isUserDefined(mode: string): boolean {
 }
 
 export interface RunOptions {
+  /** The container's image; none runs `command` on the host filesystem. */
+  image?: string;
+  /** With an image, may be empty: the image's CMD applies. */
   command: string[];
   detach?: boolean;
   network?: string[];
@@ -296,16 +299,16 @@ export interface RunOptions {
 }
 
 /**
- * The body of POST /containers/create for `ctnet run`. Containers run on the host filesystem,
- * so there is no image and the positional arguments are the command. Every `--network` gets its
- * own EndpointsConfig entry (API ≥ 1.44 accepts several); `--ip`, `--ip6` and `--network-alias`
- * apply to the first, as in docker.
+ * The body of POST /containers/create for `ctnet run`. Without an image the container runs on the
+ * host filesystem and needs a command; with one, an empty command leaves the image's CMD to
+ * apply. Every `--network` gets its own EndpointsConfig entry (API ≥ 1.44 accepts several);
+ * `--ip`, `--ip6` and `--network-alias` apply to the first, as in docker.
  */
 export function containerCreateBody(
   o: RunOptions,
   env: NodeJS.ProcessEnv = process.env,
 ): ContainerCreateRequest {
-  if (o.command.length === 0) throw new UsageError('"run" requires a command to run');
+  if (o.command.length === 0 && !o.image) throw new UsageError('"run" requires a command to run');
   const networks = (o.network ?? []).map(parseNetworkFlag);
   if (networks.length === 0) networks.push({ name: "bridge", aliases: [] });
   const userDefined = networks.filter((n) => isUserDefined(n.name)).length;
@@ -350,8 +353,8 @@ export function containerCreateBody(
   return {
     Hostname: o.hostname ?? "",
     Env: (o.env ?? []).map((e) => (e.includes("=") || env[e] === undefined ? e : `${e}=${env[e]}`)),
-    Cmd: o.command,
-    Image: "",
+    ...(o.command.length > 0 || !o.image ? { Cmd: o.command } : {}),
+    Image: o.image ?? "",
     Tty: false,
     OpenStdin: false,
     AttachStdout: !o.detach,

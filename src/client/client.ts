@@ -11,12 +11,16 @@ import type {
   ContainerSummary,
   ContainerWaitResponse,
   Filters,
+  ImageDeleteResponseItem,
+  ImageInspect,
+  ImageSummary,
   Network,
   NetworkConnectRequest,
   NetworkCreateRequest,
   NetworkCreateResponse,
   NetworkDisconnectRequest,
   NetworkPruneResponse,
+  ProgressMessage,
   SystemInfo,
   SystemVersion,
 } from "./types.js";
@@ -34,6 +38,20 @@ export class ApiError extends Error {
   ) {
     super(message);
     this.name = "ApiError";
+  }
+}
+
+/**
+ * An `error`/`errorDetail` line of a JSON progress stream: the daemon had already answered 200
+ * when the work failed. Its message is printed as is, as docker prints a JSONError.
+ */
+export class ProgressError extends Error {
+  constructor(
+    message: string,
+    readonly code: number | undefined,
+  ) {
+    super(message);
+    this.name = "ProgressError";
   }
 }
 
@@ -119,12 +137,38 @@ export interface LogsOutput {
   stderr: NodeJS.WritableStream;
 }
 
-type Query = Record<string, string | number | boolean | undefined>;
+/** An array value repeats its key (`changes=A&changes=B`), as Go's url.Values does. */
+type Query = Record<string, string | number | boolean | string[] | undefined>;
 
 interface RequestOptions {
   query?: Query;
   body?: unknown;
+  /** A raw body streamed as it is read (chunked), never buffered whole. */
+  upload?: { stream: NodeJS.ReadableStream; contentType: string };
   signal?: AbortSignal;
+}
+
+export interface ImageImportOptions {
+  /** Repository (familiar name) and tag of the new image; none leaves it untagged. */
+  repo?: string;
+  tag?: string;
+  message?: string;
+  /** Dockerfile instructions applied to the image's config (`CMD ["sh"]`, `ENV A=1`, …). */
+  changes?: string[];
+  platform?: string;
+  /** Called with every progress line but errors, as it arrives. */
+  onProgress?: (message: ProgressMessage) => void;
+}
+
+/**
+ * `/images/NAME`: names keep their slashes (local/busybox) and colons in the path, as the docker
+ * CLI sends them, since the daemon's image routes take the rest of the path as the name.
+ */
+export function imagePath(name: string): string {
+  const segments = name
+    .split("/")
+    .map((s) => encodeURIComponent(s).replace(/%3A/gi, ":").replace(/%40/g, "@"));
+  return `/images/${segments.join("/")}`;
 }
 
 export interface ClientOptions {
@@ -197,6 +241,16 @@ export class Client {
     });
   }
 
+  containerRestart(id: string, options: { timeout?: number; signal?: string } = {}): Promise<void> {
+    return this.request("POST", `/containers/${encodeURIComponent(id)}/restart`, {
+      query: { t: options.timeout, signal: options.signal },
+    });
+  }
+
+  containerRename(id: string, name: string): Promise<void> {
+    return this.request("POST", `/containers/${encodeURIComponent(id)}/rename`, { query: { name } });
+  }
+
   containerKill(id: string, signal?: string): Promise<void> {
     return this.request("POST", `/containers/${encodeURIComponent(id)}/kill`, { query: { signal } });
   }
@@ -226,6 +280,63 @@ export class Client {
     condition?: "not-running" | "next-exit" | "removed",
   ): Promise<ContainerWaitResponse> {
     return this.request("POST", `/containers/${encodeURIComponent(id)}/wait`, { query: { condition } });
+  }
+
+  imageList(options: { all?: boolean; filters?: Filters } = {}): Promise<ImageSummary[]> {
+    return this.request("GET", "/images/json", {
+      query: { all: options.all, filters: encodeFilters(options.filters) },
+    });
+  }
+
+  imageInspect(name: string): Promise<ImageInspect> {
+    return this.request("GET", `${imagePath(name)}/json`);
+  }
+
+  imageRemove(
+    name: string,
+    options: { force?: boolean; noPrune?: boolean } = {},
+  ): Promise<ImageDeleteResponseItem[]> {
+    return this.request("DELETE", imagePath(name), {
+      query: { force: options.force, noprune: options.noPrune },
+    });
+  }
+
+  /** Tags `source` (a name or id) as `repo:tag`; the daemon defaults the tag to `latest`. */
+  imageTag(source: string, repo: string, tag?: string): Promise<void> {
+    return this.request("POST", `${imagePath(source)}/tag`, { query: { repo, tag } });
+  }
+
+  /**
+   * Imports a root filesystem tarball read from `tar` (streamed to the daemon as it is read) and
+   * resolves with the new image's id, the last status line of the progress stream.
+   */
+  async imageImport(tar: NodeJS.ReadableStream, options: ImageImportOptions = {}): Promise<string> {
+    const res = await this.send("POST", "/images/create", {
+      query: {
+        fromSrc: "-",
+        repo: options.repo || undefined,
+        tag: options.tag || undefined,
+        message: options.message || undefined,
+        changes: options.changes,
+        platform: options.platform || undefined,
+      },
+      upload: { stream: tar, contentType: "application/x-tar" },
+    });
+    if ((res.statusCode ?? 500) >= 400) {
+      const err = await apiErrorFrom(res);
+      // The daemon may have answered before reading the whole upload: stop sending it.
+      res.destroy();
+      throw err;
+    }
+    let id: string | undefined;
+    for await (const m of jsonLines(res)) {
+      if (m.errorDetail || m.error)
+        throw new ProgressError(m.errorDetail?.message ?? m.error ?? "", m.errorDetail?.code);
+      options.onProgress?.(m);
+      if (m.status) id = m.status;
+    }
+    if (id === undefined) throw new Error("the daemon's import answer ended without an image id");
+    return id;
   }
 
   /** Streams the container's logs to `out`, demultiplexing stdout and stderr unless it has a TTY. */
@@ -287,10 +398,12 @@ export class Client {
     for (const [key, value] of Object.entries(options.query ?? {})) {
       // Docker's CLI leaves false booleans out and sends true as 1; the daemon's defaults are false.
       if (value === undefined || value === false) continue;
-      search.set(key, value === true ? "1" : String(value));
+      if (Array.isArray(value)) for (const v of value) search.append(key, v);
+      else search.set(key, value === true ? "1" : String(value));
     }
     const qs = search.toString();
     const query = qs ? `?${qs}` : "";
+    const upload = options.upload;
     const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
     return new Promise((resolve, reject) => {
       const req = http.request({
@@ -303,11 +416,21 @@ export class Client {
         headers: {
           Host: "ctnet",
           ...(payload ? { "Content-Type": "application/json", "Content-Length": payload.length } : {}),
+          ...(upload ? { "Content-Type": upload.contentType, "Transfer-Encoding": "chunked" } : {}),
         },
       });
       req.on("response", resolve);
       req.on("error", (err: NodeJS.ErrnoException) => reject(this.connectionError(err)));
-      req.end(payload);
+      if (!upload) {
+        req.end(payload);
+        return;
+      }
+      // The source's own failure (an unreadable file) is the one to report, not the aborted request.
+      upload.stream.once("error", (err) => {
+        reject(err);
+        req.destroy(err);
+      });
+      upload.stream.pipe(req);
     });
   }
 
@@ -334,6 +457,20 @@ async function readBody(res: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of res) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString("utf8");
+}
+
+/** The objects of a newline-delimited JSON stream, as they arrive. */
+async function* jsonLines(res: IncomingMessage): AsyncGenerator<ProgressMessage> {
+  let pending = "";
+  // Decoded by the stream so that a character split between chunks stays whole.
+  res.setEncoding("utf8");
+  for await (const chunk of res) {
+    pending += chunk as string;
+    const lines = pending.split("\n");
+    pending = lines.pop() ?? "";
+    for (const line of lines) if (line.trim()) yield JSON.parse(line) as ProgressMessage;
+  }
+  if (pending.trim()) yield JSON.parse(pending) as ProgressMessage;
 }
 
 async function apiErrorFrom(res: IncomingMessage): Promise<ApiError> {

@@ -199,3 +199,56 @@ export interface SystemVersion {
 }
 
 export type SystemInfo = Record<string, unknown>;
+
+export interface ImageSummary {
+  Id: string;
+  ParentId?: string;
+  RepoTags?: string[] | null;
+  RepoDigests?: string[] | null;
+  /** Unix seconds. */
+  Created?: number;
+  Size?: number;
+  /** -1 when the daemon did not compute it. */
+  SharedSize?: number;
+  Labels?: Record<string, string> | null;
+  /** -1 when the daemon did not compute it. */
+  Containers?: number;
+  [key: string]: unknown;
+}
+
+export interface ImageConfig {
+  Env?: string[] | null;
+  Cmd?: string[] | null;
+  Entrypoint?: string[] | null;
+  WorkingDir?: string;
+  [key: string]: unknown;
+}
+
+export interface ImageInspect {
+  Id: string;
+  RepoTags?: string[] | null;
+  RepoDigests?: string[] | null;
+  Comment?: string;
+  Created?: string;
+  Config?: ImageConfig | null;
+  Architecture?: string;
+  Os?: string;
+  Size?: number;
+  [key: string]: unknown;
+}
+
+/** One line of DELETE /images/{name}: each untagged reference and each deleted id. */
+export interface ImageDeleteResponseItem {
+  Untagged?: string;
+  Deleted?: string;
+}
+
+/** One line of a JSON progress stream (import, pull); a failure carries `error`/`errorDetail`. */
+export interface ProgressMessage {
+  status?: string;
+  id?: string;
+  progress?: string;
+  error?: string;
+  errorDetail?: { code?: number; message?: string };
+  [key: string]: unknown;
+}

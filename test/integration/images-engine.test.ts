@@ -65,6 +65,17 @@ describe("containers from images", () => {
     assert.equal(d.ok(["inspect", "-f", "{{.Config.Image}}", "b1"]), "busybox");
   });
 
+  it("builds, lists and runs images with the ctnet CLI", () => {
+    d.ok(["image", "busybox", "bb2"]);
+    assert.match(d.ok(["images"]), /^bb2\s+latest\s+[0-9a-f]{12}/m);
+    d.ok(["run", "-d", "--net", "imgnet", "--name", "c1", "bb2", "sleep", "1000"]);
+    assert.equal(d.ok(["inspect", "-f", "{{.Config.Image}}", "c1"]), "bb2");
+    assert.equal(d.exec("c1", ["ls", "/linuxrc"]).status, 0, "exec does not run in the image's root");
+    assert.match(d.cli(["rmi", "bb2"]).stderr, /must force/);
+    d.ok(["rm", "-f", "c1"]);
+    assert.match(d.ok(["rmi", "bb2"]), /Untagged: bb2:latest/);
+  });
+
   it("applies the image's CMD when the request has none", async () => {
     const created = await d.api("POST", "/containers/create?name=b2", {
       Image: "busybox",
