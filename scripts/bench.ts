@@ -1,50 +1,54 @@
 /**
- * ctnet's benchmarks (issue 2's figures): network create, container attach (network connect) and
- * detach, `run` of a container on a bridge network, and the cost per container while one network
- * fills with N containers. Each runs against a fresh daemon in its own host namespace, through the
- * API's unix socket, as a client would see it. Results go to bench-results/ctnet.json and a table
- * on stdout. Usage: npm run bench [-- --fill 1000 --rounds 50]
+ * ctnet's benchmarks. Each part runs against a fresh daemon in its own host namespace, through the
+ * API's unix socket, as a client would see it, and writes bench-results/<file>.json:
+ * - api (issue 2's figures, bench-results/ctnet.json): network create, container attach (network
+ *   connect) and detach, `run` of a container on a bridge network, and the cost per container
+ *   while one network fills with N containers;
+ * - dns (issue 3, scripts/bench-dns.ts, bench-results/dns.json): dnsperf against the embedded
+ *   resolver inside a container;
+ * - ports (issue 3, scripts/bench-ports.ts, bench-results/ports.json): time to publish the 1st,
+ *   100th and 10,000th port.
+ * Usage: npm run bench [-- --only api,dns,ports --fill 1000 --rounds 50 --dns-seconds 10
+ *   --ports-total 10000 …]; `npm run bench -- --help` lists the options.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { TestDaemon } from "../test/helpers/daemon.js";
+import { benchDns, dnsTable } from "./bench-dns.js";
+import { benchPorts, portsTables } from "./bench-ports.js";
+import { type Stat, stat, timed, writeResult } from "./bench-util.js";
 
-const { values } = parseArgs({
-  options: { fill: { type: "string", default: "1000" }, rounds: { type: "string", default: "50" } },
-});
+const OPTIONS = {
+  only: { type: "string", default: "api,dns,ports" },
+  fill: { type: "string", default: "1000" },
+  rounds: { type: "string", default: "50" },
+  "dns-seconds": { type: "string", default: "10" },
+  "dns-names": { type: "string", default: "10" },
+  "dns-outstanding": { type: "string", default: "100" },
+  "dns-clients": { type: "string", default: "1" },
+  "dns-rate": { type: "string", default: "10000" },
+  "dns-profile": { type: "boolean", default: false },
+  "ports-total": { type: "string", default: "10000" },
+  "ports-per-container": { type: "string", default: "100" },
+  "ports-probes": { type: "string", default: "5" },
+  "ports-profile": { type: "boolean", default: false },
+  help: { type: "boolean", default: false },
+} as const;
+
+const { values } = parseArgs({ options: OPTIONS });
+if (values.help) {
+  console.log(
+    `npm run bench -- [options]\n${Object.entries(OPTIONS)
+      .map(([k, v]) => `  --${k}${v.type === "string" ? ` (default ${v.default})` : ""}`)
+      .join("\n")}`,
+  );
+  process.exit(0);
+}
+const ONLY = new Set(values.only.split(","));
+for (const part of ONLY) if (!["api", "dns", "ports"].includes(part)) throw new Error(`unknown part ${part}`);
 const FILL = Number(values.fill);
 const ROUNDS = Number(values.rounds);
 
-interface Stat {
-  name: string;
-  n: number;
-  median: number;
-  p99: number;
-  mean: number;
-}
-
-function stat(name: string, samples: number[]): Stat {
-  const s = [...samples].sort((a, b) => a - b);
-  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? 0;
-  const round = (x: number) => Math.round(x * 100) / 100;
-  return {
-    name,
-    n: s.length,
-    median: round(q(0.5)),
-    p99: round(q(0.99)),
-    mean: round(s.reduce((a, b) => a + b, 0) / s.length),
-  };
-}
-
-async function timed(fn: () => Promise<{ status: number; text: string }>, expect: number): Promise<number> {
-  const t = process.hrtime.bigint();
-  const r = await fn();
-  const ms = Number(process.hrtime.bigint() - t) / 1e6;
-  if (r.status !== expect) throw new Error(`unexpected ${r.status}: ${r.text}`);
-  return ms;
-}
-
-async function main(): Promise<void> {
+async function benchApi(): Promise<void> {
   const d = await TestDaemon.start("bench");
   const results: Stat[] = [];
   try {
@@ -128,13 +132,38 @@ async function main(): Promise<void> {
   } finally {
     await d.destroy();
   }
-  mkdirSync("bench-results", { recursive: true });
-  writeFileSync(
-    "bench-results/ctnet.json",
-    `${JSON.stringify({ date: new Date().toISOString(), fill: FILL, rounds: ROUNDS, results }, null, 2)}\n`,
-  );
+  writeResult("ctnet.json", { fill: FILL, rounds: ROUNDS, results });
   console.log("| operation | n | median ms | p99 ms | mean ms |\n|---|---|---|---|---|");
   for (const r of results) console.log(`| ${r.name} | ${r.n} | ${r.median} | ${r.p99} | ${r.mean} |`);
+}
+
+async function main(): Promise<void> {
+  const n = (k: keyof typeof values) => {
+    const x = Number(values[k]);
+    if (!Number.isInteger(x) || x <= 0) throw new Error(`--${k} must be a positive integer`);
+    return x;
+  };
+  if (ONLY.has("api")) await benchApi();
+  if (ONLY.has("dns")) {
+    const { runs } = await benchDns({
+      seconds: n("dns-seconds"),
+      names: n("dns-names"),
+      outstanding: n("dns-outstanding"),
+      clients: n("dns-clients"),
+      rate: n("dns-rate"),
+      profile: values["dns-profile"],
+    });
+    console.log(`\n${dnsTable(runs)}`);
+  }
+  if (ONLY.has("ports")) {
+    const r = await benchPorts({
+      total: n("ports-total"),
+      perContainer: n("ports-per-container"),
+      probes: n("ports-probes"),
+      profile: values["ports-profile"],
+    });
+    console.log(`\n${portsTables(r)}`);
+  }
 }
 
 await main();
