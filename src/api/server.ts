@@ -3,11 +3,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { dirname } from "node:path";
 import type { Engine } from "../engine/engine.js";
 import { ConflictError, CtnetError, InvalidParameterError } from "../errors.js";
-import { UpgradeRoutes } from "./hijack.js";
-import { execRoutes } from "./routes/exec.js";
 import { log } from "../log.js";
+import { UpgradeRoutes } from "./hijack.js";
 import { Router, readJsonBody, sendJson } from "./router.js";
 import { containerRoutes } from "./routes/containers.js";
+import { execRoutes } from "./routes/exec.js";
 import { imageRoutes } from "./routes/images.js";
 import { networkRoutes } from "./routes/networks.js";
 import { systemRoutes } from "./routes/system.js";
