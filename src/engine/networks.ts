@@ -11,6 +11,7 @@ import { ConflictError, ForbiddenError, InvalidParameterError, NotFoundError } f
 import type { FirewallPort, FirewallState } from "../firewall/model.js";
 import type { Pool } from "../ipam/index.js";
 import { log } from "../log.js";
+import type { PortBinding } from "../ports/types.js";
 import type { EngineContext } from "./context.js";
 import { lookup, newId, shortId } from "./ids.js";
 import type { ContainerRecord, EndpointRecord, NetworkRecord, PoolRecord } from "./types.js";
@@ -90,7 +91,11 @@ function publishedPorts(
 ): FirewallPort[] {
   const byId = new Map(nets.map((n) => [n.id, n]));
   const byContainer = new Map<string, EndpointRecord[]>();
-  for (const e of endpoints) byContainer.set(e.containerId, [...(byContainer.get(e.containerId) ?? []), e]);
+  for (const e of endpoints) {
+    const list = byContainer.get(e.containerId);
+    if (list) list.push(e);
+    else byContainer.set(e.containerId, [e]);
+  }
   const out: FirewallPort[] = [];
   for (const c of containers) {
     if (c.published.length === 0) continue;
@@ -102,20 +107,37 @@ function publishedPorts(
       });
     const bridge = ep && byId.get(ep.networkId)?.device;
     if (!ep || !bridge) continue;
-    for (const b of c.published) {
-      const v6 = b.hostIp.includes(":");
-      const port = {
-        proto: b.proto,
-        hostIp: b.hostIp,
-        hostPort: b.hostPort,
-        containerPort: b.containerPort,
-        bridge,
-      };
-      if (ep.ipv4 && (b.hostIp === "" || !v6)) out.push({ ...port, containerIp: ep.ipv4 });
-      if (ep.ipv6 && (b.hostIp === "" || v6)) out.push({ ...port, containerIp: ep.ipv6 });
-    }
+    for (const p of containerPorts(c.published, ep, bridge)) out.push(p);
   }
   return out;
+}
+
+/**
+ * A container's DNAT entries, the same objects for as long as its bindings and endpoint stay the
+ * same (a container's `published` array is replaced, never changed in place): the firewall renders
+ * each entry once, so publishing one more port costs the same however many exist.
+ */
+const portCache = new WeakMap<PortBinding[], { endpoint: string; ports: FirewallPort[] }>();
+
+function containerPorts(published: PortBinding[], ep: EndpointRecord, bridge: string): FirewallPort[] {
+  const endpoint = `${ep.id} ${ep.ipv4 ?? ""} ${ep.ipv6 ?? ""} ${bridge}`;
+  const cached = portCache.get(published);
+  if (cached?.endpoint === endpoint) return cached.ports;
+  const ports: FirewallPort[] = [];
+  for (const b of published) {
+    const v6 = b.hostIp.includes(":");
+    const port = {
+      proto: b.proto,
+      hostIp: b.hostIp,
+      hostPort: b.hostPort,
+      containerPort: b.containerPort,
+      bridge,
+    };
+    if (ep.ipv4 && (b.hostIp === "" || !v6)) ports.push({ ...port, containerIp: ep.ipv4 });
+    if (ep.ipv6 && (b.hostIp === "" || v6)) ports.push({ ...port, containerIp: ep.ipv6 });
+  }
+  portCache.set(published, { endpoint, ports });
+  return ports;
 }
 
 /** Network life cycle: create, remove, prune, and the predefined networks. */

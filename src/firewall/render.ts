@@ -309,53 +309,81 @@ type PortMaps = Pick<
  */
 function portElements(ports: FirewallPort[], nets: FirewallNetwork[]): PortMaps {
   const internal = new Map(nets.map((n) => [n.bridge, n.internal]));
-  const out: Record<keyof PortMaps, Map<string, string>> = {
+  const out: Record<keyof PortMaps, Map<string, PortElement>> = {
     "inet ctnet pub4_any": new Map(),
     "inet ctnet pub4_ip": new Map(),
     "inet ctnet pub6_any": new Map(),
     "inet ctnet pub6_ip": new Map(),
   };
   for (const p of ports) {
-    const where = `${p.proto} port ${p.hostPort}`;
-    if (p.proto !== "tcp" && p.proto !== "udp") {
-      throw new InvalidParameterError(`firewall: invalid protocol ${JSON.stringify(p.proto)}`);
-    }
     const isInternal = internal.get(p.bridge);
     if (isInternal === undefined) {
       throw new InvalidParameterError(
-        `firewall: ${where} is published on unknown bridge ${ifname(p.bridge)}`,
+        `firewall: ${p.proto} port ${p.hostPort} is published on unknown bridge ${ifname(p.bridge)}`,
       );
     }
     if (isInternal) continue;
-    const family = isIPv4(p.containerIp) ? 4 : isIPv6(p.containerIp) && !p.containerIp.includes("%") ? 6 : 0;
-    if (family === 0) {
-      throw new InvalidParameterError(`firewall: invalid container address ${JSON.stringify(p.containerIp)}`);
-    }
-    const any = p.hostIp === "" || p.hostIp === (family === 4 ? "0.0.0.0" : "::");
-    if (!any && !(family === 4 ? isIPv4(p.hostIp) : isIPv6(p.hostIp) && !p.hostIp.includes("%"))) {
+    const e = portElement(p);
+    const map = out[e.map];
+    const had = map.get(e.key);
+    if (had !== undefined && had.target !== e.target) {
       throw new InvalidParameterError(
-        `firewall: host address ${JSON.stringify(p.hostIp)} of ${where} is not an IPv${family} address like its container's`,
+        `firewall: ${p.proto} port ${p.hostPort} on ${p.hostIp || "every address"} is published twice`,
       );
     }
-    const hostPort = portNumber(p.hostPort, "host port");
-    const target = `${canonicalIp(p.containerIp)} . ${portNumber(p.containerPort, "container port")}`;
-    const key = any ? `${p.proto} . ${hostPort}` : `${p.proto} . ${canonicalIp(p.hostIp)} . ${hostPort}`;
-    const map = out[`inet ctnet pub${family}_${any ? "any" : "ip"}`];
-    const had = map.get(key);
-    if (had !== undefined && had !== target) {
-      throw new InvalidParameterError(
-        `firewall: ${where} on ${p.hostIp || "every address"} is published twice`,
-      );
-    }
-    map.set(key, target);
+    map.set(e.key, e);
   }
-  const elements = (m: Map<string, string>) => sorted([...m].map(([k, v]) => `${k} : ${v}`));
+  const elements = (m: Map<string, PortElement>) => Array.from(m.values(), (e) => e.element).sort();
   return {
     "inet ctnet pub4_any": elements(out["inet ctnet pub4_any"]),
     "inet ctnet pub4_ip": elements(out["inet ctnet pub4_ip"]),
     "inet ctnet pub6_any": elements(out["inet ctnet pub6_any"]),
     "inet ctnet pub6_ip": elements(out["inet ctnet pub6_ip"]),
   };
+}
+
+interface PortElement {
+  map: keyof PortMaps;
+  key: string;
+  target: string;
+  /** "key : target", as the map element is written */
+  element: string;
+}
+
+/**
+ * Checked and rendered once per port object: the engine hands the same objects again while a
+ * container's ports do not change, so publishing one more port does not re-check all the others.
+ */
+const renderedPorts = new WeakMap<FirewallPort, PortElement>();
+
+function portElement(p: FirewallPort): PortElement {
+  let e = renderedPorts.get(p);
+  if (e === undefined) {
+    e = renderPort(p);
+    renderedPorts.set(p, e);
+  }
+  return e;
+}
+
+function renderPort(p: FirewallPort): PortElement {
+  const where = `${p.proto} port ${p.hostPort}`;
+  if (p.proto !== "tcp" && p.proto !== "udp") {
+    throw new InvalidParameterError(`firewall: invalid protocol ${JSON.stringify(p.proto)}`);
+  }
+  const family = isIPv4(p.containerIp) ? 4 : isIPv6(p.containerIp) && !p.containerIp.includes("%") ? 6 : 0;
+  if (family === 0) {
+    throw new InvalidParameterError(`firewall: invalid container address ${JSON.stringify(p.containerIp)}`);
+  }
+  const any = p.hostIp === "" || p.hostIp === (family === 4 ? "0.0.0.0" : "::");
+  if (!any && !(family === 4 ? isIPv4(p.hostIp) : isIPv6(p.hostIp) && !p.hostIp.includes("%"))) {
+    throw new InvalidParameterError(
+      `firewall: host address ${JSON.stringify(p.hostIp)} of ${where} is not an IPv${family} address like its container's`,
+    );
+  }
+  const hostPort = portNumber(p.hostPort, "host port");
+  const target = `${canonicalIp(p.containerIp)} . ${portNumber(p.containerPort, "container port")}`;
+  const key = any ? `${p.proto} . ${hostPort}` : `${p.proto} . ${canonicalIp(p.hostIp)} . ${hostPort}`;
+  return { map: `inet ctnet pub${family}_${any ? "any" : "ip"}`, key, target, element: `${key} : ${target}` };
 }
 
 /** The elements each of our sets and maps must hold for this state, sorted, every key present. */
