@@ -462,26 +462,37 @@ static char **get_strv(napi_env env, napi_value arr, const char *what) {
   return v;
 }
 
+static void free_nstrv(char **v) {
+  size_t n = 0;
+  while (v[n]) n++;
+  free_strv(v, n);
+}
+
+/* A command line and environment for a spawn: false with a pending exception on bad input. */
+static bool get_command(napi_env env, napi_value jargv, napi_value jenv, char ***args, char ***envp) {
+  *args = get_strv(env, jargv, "argv");
+  if (!*args) return false;
+  if (!(*args)[0]) {
+    free(*args);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "argv must not be empty");
+    return false;
+  }
+  *envp = get_strv(env, jenv, "env");
+  if (!*envp) {
+    free_nstrv(*args);
+    return false;
+  }
+  return true;
+}
+
 /* spawnDetached(argv: string[], env: string[], stdoutFd: number, stderrFd: number): number (pid) */
 static napi_value js_spawn_detached(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!get_args(env, info, 4, argv)) return NULL;
   int32_t out_fd, err_fd;
   if (!get_int(env, argv[2], "stdoutFd", &out_fd) || !get_int(env, argv[3], "stderrFd", &err_fd)) return NULL;
-  char **args = get_strv(env, argv[0], "argv");
-  if (!args) return NULL;
-  if (!args[0]) {
-    free(args);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "argv must not be empty");
-    return NULL;
-  }
-  char **envp = get_strv(env, argv[1], "env");
-  if (!envp) {
-    size_t n = 0;
-    while (args[n]) n++;
-    free_strv(args, n);
-    return NULL;
-  }
+  char **args, **envp;
+  if (!get_command(env, argv[0], argv[1], &args, &envp)) return NULL;
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&fa);
@@ -504,12 +515,8 @@ static napi_value js_spawn_detached(napi_env env, napi_callback_info info) {
   posix_spawnattr_destroy(&attr);
   char path[MAX_PATH];
   snprintf(path, sizeof path, "%s", args[0]);
-  size_t n = 0;
-  while (args[n]) n++;
-  free_strv(args, n);
-  n = 0;
-  while (envp[n]) n++;
-  free_strv(envp, n);
+  free_nstrv(args);
+  free_nstrv(envp);
   if (rc != 0) {
     throw_errno(env, rc, "posix_spawnp", path);
     return NULL;
@@ -711,20 +718,8 @@ static napi_value js_spawn_pty(napi_env env, napi_callback_info info) {
     throw_errno(env, rc, "ttyname_r", NULL);
     return NULL;
   }
-  char **args = get_strv(env, argv[0], "argv");
-  if (!args) return NULL;
-  if (!args[0]) {
-    free(args);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "argv must not be empty");
-    return NULL;
-  }
-  char **envp = get_strv(env, argv[1], "env");
-  if (!envp) {
-    size_t n = 0;
-    while (args[n]) n++;
-    free_strv(args, n);
-    return NULL;
-  }
+  char **args, **envp;
+  if (!get_command(env, argv[0], argv[1], &args, &envp)) return NULL;
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&fa);
@@ -746,12 +741,8 @@ static napi_value js_spawn_pty(napi_env env, napi_callback_info info) {
   posix_spawnattr_destroy(&attr);
   char path[MAX_PATH];
   snprintf(path, sizeof path, "%s", args[0]);
-  size_t n = 0;
-  while (args[n]) n++;
-  free_strv(args, n);
-  n = 0;
-  while (envp[n]) n++;
-  free_strv(envp, n);
+  free_nstrv(args);
+  free_nstrv(envp);
   if (rc != 0) {
     throw_errno(env, rc, "posix_spawnp", path);
     return NULL;

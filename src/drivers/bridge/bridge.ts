@@ -3,6 +3,7 @@ import { ConflictError } from "../../errors.js";
 import { randomMac, withPrefix } from "../../ipam/index.js";
 import type { Netlink } from "../../kernel/netlink.js";
 import { writeSysctl } from "../../kernel/sysctl.js";
+import { addressEndpoint, hasIPv6 } from "../addressing.js";
 import type { Driver, NetworkSpec, SandboxHandle } from "../driver.js";
 import { parseBoolOption, parseMtuOption, rejectUnknownOptions, validateIfname } from "../options.js";
 
@@ -32,8 +33,6 @@ export function bridgeSettings(net: NetworkRecord): BridgeSettings {
     mtu: parseMtuOption(MTU, net.options[MTU]),
   };
 }
-
-const hasIPv6 = (net: NetworkRecord) => net.pools.some((p) => p.family === 6);
 
 /** Linux bridge networks: one bridge per network, one veth pair per endpoint. */
 export class BridgeDriver implements Driver {
@@ -117,13 +116,7 @@ export class BridgeDriver implements Driver {
       await this.host.setMaster(ep.hostIfname, this.device(net));
       await this.host.setHairpin(ep.hostIfname, true);
       await this.host.setUp(ep.hostIfname);
-      const nl = sandbox.netlink;
-      for (const pool of net.pools) {
-        const address = pool.family === 4 ? ep.ipv4 : ep.ipv6;
-        if (address)
-          await nl.addAddress(ep.ifname, withPrefix(address, pool.subnet), { noDad: pool.family === 6 });
-      }
-      await nl.setUp(ep.ifname);
+      await addressEndpoint(sandbox.netlink, net, ep);
       if (defaultRoute) await this.setDefaultRoute(net, ep, sandbox);
     } catch (err) {
       await this.host.deleteLink(ep.hostIfname);

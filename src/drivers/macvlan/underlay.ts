@@ -1,8 +1,8 @@
 import type { EndpointRecord, NetworkRecord } from "../../engine/types.js";
 import { ConflictError, InvalidParameterError, NotFoundError, NotSupportedError } from "../../errors.js";
-import { withPrefix } from "../../ipam/index.js";
 import { Netlink, type RouteSpec } from "../../kernel/netlink.js";
 import { writeSysctl } from "../../kernel/sysctl.js";
+import { addressEndpoint, hasIPv6 } from "../addressing.js";
 import { endpointAlias, networkAlias } from "../bridge/bridge.js";
 import type { Driver, NetworkSpec, SandboxHandle } from "../driver.js";
 import { rejectUnknownOptions, validateIfname } from "../options.js";
@@ -40,8 +40,6 @@ export function parseVlanParent(parent: string): { base: string; id: number } | 
   if (base === "" || !/^\d+$/.test(vid)) return undefined;
   return { base, id: Number(vid) };
 }
-
-const hasIPv6 = (net: NetworkRecord) => net.pools.some((p) => p.family === 6);
 
 /**
  * Networks whose endpoints are links stacked on a parent interface of the host (macvlan,
@@ -161,12 +159,7 @@ export abstract class UnderlayDriver implements Driver {
         // given to ctnet for IPv6 (Docker turns IPv6 off on such interfaces too).
         writeSysctl(`net/ipv6/conf/${ep.ifname}/disable_ipv6`, "1", sandbox.path);
       }
-      for (const pool of net.pools) {
-        const address = pool.family === 4 ? ep.ipv4 : ep.ipv6;
-        if (address)
-          await nl.addAddress(ep.ifname, withPrefix(address, pool.subnet), { noDad: pool.family === 6 });
-      }
-      await nl.setUp(ep.ifname);
+      await addressEndpoint(nl, net, ep);
       if (defaultRoute) await this.setDefaultRoute(net, ep, sandbox);
     } catch (err) {
       await nl.deleteLink(ep.ifname);
