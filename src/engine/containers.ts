@@ -239,7 +239,10 @@ export class Containers {
     attachments: AttachmentConfig[];
   } {
     const text = req.networkMode === "" || req.networkMode === "default" ? "bridge" : req.networkMode;
-    const entries = Object.entries(req.endpoints);
+    // Docker's CLI names the default network "default" in EndpointsConfig as in NetworkMode.
+    const entries = Object.entries(req.endpoints).map(
+      ([ref, r]) => [ref === "default" ? "bridge" : ref, r] as const,
+    );
     if (text === "host" || text === "none" || text.startsWith("container:")) {
       const extra = entries.filter(([ref]) => ref !== text);
       if (extra.length > 0) {

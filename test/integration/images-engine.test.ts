@@ -3,7 +3,7 @@
  * real docker CLI: `docker import`, `docker run -d IMAGE`, names resolving between them.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -123,6 +123,54 @@ describe("containers from images", () => {
       docker(["inspect", "-f", "{{.Config.Hostname}}", "d1"]).stdout.trim(),
     );
     assert.equal(docker(["rm", "-f", "d1"]).status, 0);
+  });
+
+  it("shows logs and events to the real docker CLI", {
+    skip: hasDocker ? false : "no docker CLI",
+  }, async () => {
+    const events = spawn("docker", ["events", "--format", "{{.Type}} {{.Action}}"], {
+      env: { ...process.env, DOCKER_HOST: d.host },
+    });
+    let seen = "";
+    events.stdout.on("data", (b: Buffer) => {
+      seen += b.toString();
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      // No --net: the docker CLI names the default network "default".
+      const run = docker([
+        "run",
+        "-d",
+        "--name",
+        "talk",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; echo two; echo three; sleep 100",
+      ]);
+      assert.equal(run.status, 0, run.stderr);
+      let logs = "";
+      for (let i = 0; i < 50 && !logs.includes("three"); i++) {
+        logs = docker(["logs", "talk"]).stdout;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(logs, "one\ntwo\nthree\n");
+      assert.equal(docker(["logs", "--tail", "2", "talk"]).stdout, "two\nthree\n");
+      assert.equal(docker(["rm", "-f", "talk"]).status, 0);
+      for (let i = 0; i < 50 && !seen.includes("container destroy"); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      for (const e of [
+        "container create",
+        "network connect",
+        "container start",
+        "container die",
+        "container destroy",
+      ]) {
+        assert.match(seen, new RegExp(e));
+      }
+    } finally {
+      events.kill();
+    }
   });
 
   it("runs foreground containers from the real docker CLI", {

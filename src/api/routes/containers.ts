@@ -123,13 +123,34 @@ export function containerRoutes(router: Router, engine: Engine): void {
     if (!queryBool(req.query, "stdout") && !queryBool(req.query, "stderr")) {
       throw new InvalidParameterError("you must choose at least one stream");
     }
+    const tail = req.query.get("tail") ?? "all";
+    if (tail !== "all" && !/^\d+$/.test(tail)) throw new InvalidParameterError(`invalid tail value: ${tail}`);
     streamLogs(
       res,
       containers.logPath(c),
       queryBool(req.query, "follow") ? () => stillWriting(ctx.containers.get(c.id)) : undefined,
       req.raw,
+      tail === "all" ? undefined : Number(tail),
     );
   });
+}
+
+/** Where the last `lines` lines of the file start (Docker's `--tail`), reading back from its end. */
+function tailOffset(fd: number, lines: number): number {
+  let pos = fstatSync(fd).size;
+  const end = pos;
+  let seen = 0;
+  const buf = Buffer.alloc(64 * 1024);
+  while (pos > 0) {
+    const n = Math.min(buf.length, pos);
+    pos -= n;
+    readSync(fd, buf, 0, n, pos);
+    for (let i = n - 1; i >= 0; i--) {
+      // A final newline ends the last line rather than starting an empty one.
+      if (buf[i] === 0x0a && pos + i !== end - 1 && ++seen === lines) return pos + i + 1;
+    }
+  }
+  return lines === 0 ? end : 0;
 }
 
 /** A created container will write once started; a running one may write more. */
@@ -156,6 +177,7 @@ function streamLogs(
   path: string,
   following: (() => boolean) | undefined,
   raw: NodeJS.EventEmitter,
+  tailLines?: number,
 ): void {
   let fd: number;
   try {
@@ -167,7 +189,7 @@ function streamLogs(
   }
   res.writeHead(200, { "Content-Type": "application/vnd.docker.multiplexed-stream" });
   res.flushHeaders();
-  let offset = 0;
+  let offset = tailLines === undefined ? 0 : tailOffset(fd, tailLines);
   let closed = false;
   raw.on("close", () => {
     closed = true;
