@@ -37,8 +37,11 @@ export interface Driver {
   join(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle, defaultRoute: boolean): Promise<void>;
   /** Removes the endpoint's interface (the sandbox itself may already be gone). */
   leave(net: NetworkRecord, ep: EndpointRecord): Promise<void>;
-  /** Whether the endpoint's kernel objects are all present (used by reconcile). */
-  endpointPresent(net: NetworkRecord, ep: EndpointRecord): Promise<boolean>;
+  /**
+   * Whether the endpoint's kernel objects are all present and configured (used by reconcile: a
+   * crash in the middle of a join can leave an interface without its addresses or bridge).
+   */
+  endpointPresent(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<boolean>;
   /** Points the sandbox's default route at this network's gateway. */
   setDefaultRoute(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<void>;
 }

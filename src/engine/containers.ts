@@ -879,7 +879,7 @@ export class Containers {
           continue;
         }
         const driver = ctx.driver(net.driver);
-        if (await driver.endpointPresent(net, ep)) continue;
+        if (await driver.endpointPresent(net, ep, sandbox)) continue;
         log.warn({ container: c.name, network: net.name }, "endpoint missing after restart: recreating it");
         await sandbox.netlink.deleteLink(ep.ifname);
         await driver.join(net, ep, sandbox, this.gatewayEndpoint(c.id)?.id === ep.id);
@@ -890,6 +890,11 @@ export class Containers {
         log.warn({ container: c.name, network: att.networkId }, "endpoint lost in a crash: connecting again");
         await this.connectEndpoint(c, att, sandbox);
       }
+      // The default route may be what a crash cut short; adding an existing one is harmless.
+      const gateway = this.gatewayEndpoint(c.id);
+      const gatewayNet = gateway && ctx.networks.get(gateway.networkId);
+      if (gateway && gatewayNet)
+        await ctx.driver(gatewayNet.driver).setDefaultRoute(gatewayNet, gateway, sandbox);
       this.writeHostsFile(c);
       if (this.usesEmbeddedDns(c)) this.startResolver(c);
     }

@@ -128,9 +128,18 @@ export class BridgeDriver implements Driver {
     await this.host.deleteLink(ep.hostIfname);
   }
 
-  async endpointPresent(_net: NetworkRecord, ep: EndpointRecord): Promise<boolean> {
+  async endpointPresent(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<boolean> {
     const link = await this.host.getLink(ep.hostIfname);
-    return link !== undefined && link.alias === endpointAlias(ep.id);
+    if (link?.alias !== endpointAlias(ep.id) || !link.up) return false;
+    const bridge = await this.host.getLink(this.device(net));
+    if (!bridge || link.masterIndex !== bridge.index) return false;
+    const inner = await sandbox.netlink.getLink(ep.ifname);
+    if (!inner?.up) return false;
+    const have = new Set((await sandbox.netlink.listAddresses(ep.ifname)).map((a) => a.cidr));
+    return net.pools.every((p) => {
+      const address = p.family === 4 ? ep.ipv4 : ep.ipv6;
+      return !address || have.has(withPrefix(address, p.subnet));
+    });
   }
 
   async setDefaultRoute(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<void> {
