@@ -11,17 +11,15 @@
  * means IPv4 and IPv6: two), so 10,000 ports need ~10,000 descriptors; the host ports (9000-19999)
  * are below the kernel's ephemeral range.
  *
- * The daemon runs with `--log-level debug`, whose "container started" lines carry the start's
- * phases in ms: sandbox, endpoints, files (for these containers: the generated /etc files, the
- * port reservations and the firewall update) and process. TestDaemon starts its daemon at level
- * info, so the benchmark stops that one and starts the same daemon (same namespace, roots and
- * socket) at level debug; at the end it removes its containers, stops it, and TestDaemon.destroy()
- * checks that nothing leaked.
+ * The daemon runs at log level debug, whose "container started" lines carry the start's phases in
+ * ms: sandbox, endpoints, files (for these containers: the generated /etc files, the port
+ * reservations and the firewall update) and process. TestDaemon starts its daemon at level info,
+ * so the benchmark restarts it at level debug; at the end it removes its containers and
+ * TestDaemon.destroy() checks that nothing leaked.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { CTNET, TEST_UPSTREAM, TestDaemon } from "../test/helpers/daemon.js";
+import { TestDaemon } from "../test/helpers/daemon.js";
 import {
   largestProfileSummary,
   median,
@@ -89,96 +87,35 @@ export interface PortsResult {
 const BULK_BASE = 10_000;
 const PROBE_BASE = 9_000;
 
-/** The daemon TestDaemon would start, at log level debug, with its log kept for phase lines. */
-class DebugDaemon {
-  private log = "";
-  private proc: ChildProcess | undefined;
+/**
+ * Restarts the test daemon at log level debug (its "container started" lines carry phase timings),
+ * optionally under the CPU profiler.
+ */
+async function restartWithDebugLog(d: TestDaemon, profileDir?: string): Promise<void> {
+  d.logLevel = "debug";
+  if (profileDir)
+    d.env = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} ${profilerImport(profileDir)}`.trim() };
+  await d.kill("SIGTERM");
+  await d.spawnDaemon();
+}
 
-  constructor(
-    private readonly d: TestDaemon,
-    private readonly profileDir?: string,
-  ) {}
+function daemonPid(d: TestDaemon): number {
+  return Number(readFileSync(join(d.execRoot, "ctnet.pid"), "utf8").trim());
+}
 
-  async start(): Promise<void> {
-    const d = this.d;
-    const proc = spawn(
-      "nsenter",
-      [
-        `--net=${d.ns.path}`,
-        "--",
-        CTNET,
-        "daemon",
-        "--data-root",
-        d.dataRoot,
-        "--exec-root",
-        d.execRoot,
-        "-H",
-        d.host,
-        "--dns",
-        TEST_UPSTREAM,
-        "--log-level",
-        "debug",
-      ],
-      {
-        stdio: ["ignore", "ignore", "pipe"],
-        env: {
-          ...process.env,
-          CTNET_LOG_LEVEL: "debug",
-          ...(this.profileDir
-            ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} ${profilerImport(this.profileDir)}`.trim() }
-            : {}),
-        },
-      },
-    );
-    this.proc = proc;
-    proc.stderr?.on("data", (b: Buffer) => {
-      this.log += b.toString();
-    });
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline) {
-      if (proc.exitCode !== null) throw new Error(`daemon exited (${proc.exitCode}):\n${this.log}`);
-      try {
-        if ((await d.api("GET", "/_ping")).status === 200) return;
-      } catch {
-        // not listening yet
-      }
-      await sleep(50);
+/** The phases of the last "container started" line for `name` (waits a little for the log). */
+async function phasesOf(d: TestDaemon, name: string): Promise<Phases> {
+  for (let i = 0; i < 50; i++) {
+    const lines = d.log.split("\n");
+    for (let k = lines.length - 1; k >= 0; k--) {
+      const l = lines[k] as string;
+      if (!l.includes('"container started"') || !l.includes(`"container":"${name}"`)) continue;
+      const ms = (JSON.parse(l) as { ms: Phases }).ms;
+      return Object.fromEntries(Object.entries(ms).map(([k2, v]) => [k2, round(v, 3)]));
     }
-    throw new Error(`daemon did not answer within 15 s:\n${this.log}`);
+    await sleep(20);
   }
-
-  async stop(): Promise<void> {
-    const proc = this.proc;
-    if (!proc || proc.exitCode !== null) return;
-    const exited = new Promise((r) => proc.once("exit", r));
-    proc.kill("SIGTERM");
-    await exited;
-    this.proc = undefined;
-  }
-
-  pid(): number {
-    return Number(readFileSync(join(this.d.execRoot, "ctnet.pid"), "utf8").trim());
-  }
-
-  /** The phases of the last "container started" line for `name` (waits a little for the log). */
-  async phases(name: string): Promise<Phases> {
-    for (let i = 0; i < 50; i++) {
-      const lines = this.log.split("\n");
-      for (let k = lines.length - 1; k >= 0; k--) {
-        const l = lines[k] as string;
-        if (!l.includes('"container started"') || !l.includes(`"container":"${name}"`)) continue;
-        const ms = (JSON.parse(l) as { ms: Phases }).ms;
-        return Object.fromEntries(Object.entries(ms).map(([k2, v]) => [k2, round(v, 3)]));
-      }
-      await sleep(20);
-    }
-    return {};
-  }
-
-  /** Forgets the log read so far (it grows with every start). */
-  trim(): void {
-    this.log = this.log.slice(-100_000);
-  }
+  return {};
 }
 
 function createBody(ports: [number, number][]): unknown {
@@ -244,7 +181,6 @@ export async function benchPorts(o: PortsOptions): Promise<PortsResult> {
     mkdirSync(profileDir, { recursive: true });
   }
   const d = await TestDaemon.start("bports");
-  const daemon = new DebugDaemon(d, o.profile ? profileDir : undefined);
   const result: PortsResult = {
     options: o,
     openFileLimit: limit,
@@ -256,8 +192,7 @@ export async function benchPorts(o: PortsOptions): Promise<PortsResult> {
   };
   const bulkNames: string[] = [];
   try {
-    await d.kill("SIGTERM");
-    await daemon.start();
+    await restartWithDebugLog(d, o.profile ? profileDir : undefined);
 
     const settled = await settle();
     console.error(`ports: machine settled after ${settled.waitedMs} ms (${settled.busyPct} % busy)`);
@@ -287,10 +222,11 @@ export async function benchPorts(o: PortsOptions): Promise<PortsResult> {
           before: published,
           ports: count,
           startMs: round(t.startMs),
-          phases: await daemon.phases(name),
+          phases: await phasesOf(d, name),
         });
         published += count;
-        daemon.trim();
+        // The log grows with every start; only recent lines are searched.
+        d.log = d.log.slice(-100_000);
       }
       const probes: Probe[] = [];
       for (let i = 0; i < o.probes; i++) {
@@ -303,7 +239,7 @@ export async function benchPorts(o: PortsOptions): Promise<PortsResult> {
             withPort,
             createMs: round(t.createMs),
             startMs: round(t.startMs),
-            phases: await daemon.phases(name),
+            phases: await phasesOf(d, name),
           });
           await remove(d, name);
         }
@@ -324,7 +260,7 @@ export async function benchPorts(o: PortsOptions): Promise<PortsResult> {
       );
     }
     // What the daemon holds at the end: one socket per bulk port, and the DNAT map's elements.
-    result.daemonOpenFiles = readdirSync(`/proc/${daemon.pid()}/fd`).length;
+    result.daemonOpenFiles = readdirSync(`/proc/${daemonPid(d)}/fd`).length;
     const map = d.hostExec(["nft", "-j", "list", "map", "inet", "ctnet", "pub4_any"]);
     const listed = JSON.parse(map.stdout) as { nftables: { map?: { elem?: unknown[] } }[] };
     result.mapElements = listed.nftables.reduce((a, x) => a + (x.map?.elem?.length ?? 0), 0);
@@ -333,9 +269,7 @@ export async function benchPorts(o: PortsOptions): Promise<PortsResult> {
     result.ratioLastToFirst = round(last / Math.max(first, 1e-9));
 
     for (const name of bulkNames) await remove(d, name);
-    await daemon.stop();
   } finally {
-    await daemon.stop();
     await d.destroy();
   }
   if (o.profile) {

@@ -47,6 +47,9 @@ export class TestDaemon {
   readonly socket: string;
   readonly host: string;
   log = "";
+  /** The daemon's log level and extra environment, from its next (re)start on. */
+  logLevel = "info";
+  env: NodeJS.ProcessEnv = {};
 
   private constructor(
     readonly ns: TestNetns,
@@ -90,10 +93,12 @@ export class TestDaemon {
       this.host,
       "--dns",
       TEST_UPSTREAM,
+      "--log-level",
+      this.logLevel,
     ];
     const proc = spawn("nsenter", args, {
       stdio: ["ignore", "ignore", "pipe"],
-      env: { ...process.env, CTNET_LOG_LEVEL: "info" },
+      env: { ...process.env, ...this.env },
     });
     this.proc = proc;
     proc.stderr?.on("data", (b: Buffer) => {
