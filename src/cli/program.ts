@@ -1,6 +1,8 @@
 import { Command } from "commander";
+import { registerCluster } from "./cluster.js";
 import { registerContainers } from "./containers.js";
 import { registerImages } from "./images.js";
+import { registerLab } from "./lab.js";
 import { registerNetwork } from "./network.js";
 import { registerSystem } from "./system.js";
 
@@ -25,5 +27,7 @@ export function buildProgram(): Command {
   registerNetwork(program);
   registerContainers(program);
   registerImages(program);
+  registerCluster(program);
+  registerLab(program);
   return program;
 }
