@@ -25,11 +25,15 @@ export interface Driver {
   readonly name: string;
   /** "local" networks live on one host; "global" ones span the cluster */
   readonly scope: "local" | "global";
-  /** Validates driver options (unknown ones are an error) and returns them normalised. */
+  /**
+   * Validates driver options (unknown ones are an error) and returns them normalised; `internal`
+   * when the driver makes the network internal whatever was asked (as Docker's macvlan and ipvlan
+   * do without a parent).
+   */
   validate(
     spec: NetworkSpec,
     existing: NetworkRecord[],
-  ): { options: Record<string, string>; device?: string };
+  ): { options: Record<string, string>; device?: string; internal?: boolean };
   /** Makes sure the network's kernel objects exist and are configured. */
   createNetwork(net: NetworkRecord): Promise<void>;
   deleteNetwork(net: NetworkRecord): Promise<void>;

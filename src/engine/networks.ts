@@ -242,7 +242,7 @@ export class Networks {
 
     const id = newId();
     const requests = this.poolRequests(req);
-    const { options, device } = driver.validate(
+    const { options, device, internal } = driver.validate(
       { id, name: req.name, options: req.options, internal: req.internal, enableIPv6: req.enableIPv6 },
       [...ctx.networks.values()],
     );
@@ -261,7 +261,7 @@ export class Networks {
         driver: driverName,
         scope: driver.scope,
         created: new Date().toISOString(),
-        internal: req.internal,
+        internal: req.internal || internal === true,
         attachable: req.attachable,
         enableIPv4: req.enableIPv4 && !SINGLETON_DRIVERS.has(driverName),
         enableIPv6: req.enableIPv6,

@@ -72,7 +72,7 @@ const LINK_PROBES: LinkProbe[] = [
   {
     name: "bridge",
     option: "CONFIG_BRIDGE",
-    neededFor: "bridge networks",
+    neededFor: "bridge networks (and the private parent of macvlan/ipvlan networks without -o parent)",
     args: ["type", "bridge"],
     parent: true,
   },
@@ -103,7 +103,7 @@ const LINK_PROBES: LinkProbe[] = [
   {
     name: "dummy",
     option: "CONFIG_DUMMY",
-    neededFor: "macvlan/ipvlan networks without a parent interface",
+    neededFor: "nothing (optional; macvlan/ipvlan networks without a parent use a private bridge instead)",
     args: ["type", "dummy"],
   },
   {

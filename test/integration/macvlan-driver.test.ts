@@ -138,7 +138,8 @@ describe("macvlan and ipvlan drivers", () => {
       id,
       driver: driver.name,
       options: v.options,
-      internal: o.internal ?? false,
+      // as the engine does: the driver may make the network internal
+      internal: (o.internal ?? false) || v.internal === true,
       ...(v.device ? { device: v.device } : {}),
     });
     await driver.createNetwork(net);
@@ -175,6 +176,8 @@ describe("macvlan and ipvlan drivers", () => {
       (e) => e instanceof InvalidParameterError && /'l4'/.test(e.message),
     );
     assert.deepEqual(macvlan.validate(spec({ parent: "uplink" }), []), { options: { parent: "uplink" } });
+    assert.equal(macvlan.validate(spec({}), []).internal, true, "a network without a parent is internal");
+    assert.equal(ipvlan.validate(spec({}), []).internal, true, "a network without a parent is internal");
   });
 
   it("puts endpoints on the parent's segment with their own MACs, unreachable from the host", async () => {

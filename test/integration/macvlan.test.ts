@@ -166,8 +166,24 @@ describe("macvlan networks", () => {
     d.ok(["run", "-d", "--net", "mvp", "--ip", "10.91.0.11", "--name", "p2", "sleep", "1000"]);
     assert.ok(pings("p1", "10.91.0.11"), "p1 cannot reach p2");
     assert.equal(d.exec("p1", ["ip", "route", "show", "default"]).stdout.trim(), "");
-    d.ok(["rm", "-f", "p1", "p2"]);
-    d.ok(["network", "rm", "mvp"]);
+    assert.equal(d.ok(["network", "inspect", "-f", "{{.Internal}}", "mvp"]), "true");
+
+    // Internal as in Docker, so the default route comes from the container's next network.
+    d.ok(["network", "create", "--subnet", "10.96.0.0/24", "brp"]);
+    d.ok(["network", "connect", "brp", "p1"]);
+    assert.match(
+      d.exec("p1", ["ip", "route", "show", "default"]).stdout,
+      /default via 10\.96\.0\.1 dev eth1/,
+    );
+    d.ok(["run", "-d", "--net", "mvp", "--name", "p3", "sleep", "1000"]);
+    d.ok(["network", "connect", "brp", "p3"]);
+    assert.match(
+      d.exec("p3", ["ip", "route", "show", "default"]).stdout,
+      /default via 10\.96\.0\.1 dev eth1/,
+    );
+    assert.equal(d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.mvp.Gateway}}", "p3"]), "");
+    d.ok(["rm", "-f", "p1", "p2", "p3"]);
+    d.ok(["network", "rm", "mvp", "brp"]);
     assert.notEqual(d.hostExec(["ip", "link", "show", parent]).status, 0, `${parent} is left`);
   });
 

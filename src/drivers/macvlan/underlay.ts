@@ -68,10 +68,14 @@ export abstract class UnderlayDriver implements Driver {
   /** The sandbox's default routes through this network, one per family the endpoint has. */
   protected abstract defaultRoutes(net: NetworkRecord, ep: EndpointRecord): RouteSpec[];
 
+  /**
+   * A network without a parent is internal, as in Docker: its private parent leads nowhere, so
+   * it gives no default route and a container's next network does.
+   */
   validate(
     spec: NetworkSpec,
     existing: NetworkRecord[],
-  ): { options: Record<string, string>; device?: string } {
+  ): { options: Record<string, string>; device?: string; internal?: boolean } {
     rejectUnknownOptions(this.name, spec.options, this.known);
     const options = { ...spec.options };
     const parent = options[PARENT];
@@ -82,7 +86,7 @@ export abstract class UnderlayDriver implements Driver {
     }
     const sameParent = parent ? existing.filter((n) => n.driver === this.name && parentOf(n) === parent) : [];
     this.checkOptions(options, sameParent);
-    return parent ? { options } : { options, device: privateParentName(spec.id) };
+    return parent ? { options } : { options, device: privateParentName(spec.id), internal: true };
   }
 
   async createNetwork(net: NetworkRecord): Promise<void> {
@@ -182,9 +186,8 @@ export abstract class UnderlayDriver implements Driver {
     );
   }
 
-  /** A network without a parent leads nowhere, so, as in Docker, it gives no default route. */
   async setDefaultRoute(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<void> {
-    if (net.internal || !net.options[PARENT]) return;
+    if (net.internal) return;
     for (const route of this.defaultRoutes(net, ep)) await sandbox.netlink.addRoute(route);
   }
 
