@@ -83,7 +83,7 @@ export function registerLab(program: Command): void {
     .description("Remove a lab: containers, daemons, etcd members, namespaces, mounts and files")
     .option("--name <LAB>", "name of the lab", DEFAULT_LAB)
     .action(async (opts) => {
-      await labDown(opts.name);
+      for (const w of await labDown(opts.name)) process.stderr.write(`warning: ${w}\n`);
     });
 
   lab

@@ -4,7 +4,7 @@
  * name, so a lab left half-built by a crash or an interrupted `up` is removed like a whole one.
  */
 import { spawn } from "node:child_process";
-import { readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { constants } from "node:os";
 import { join } from "node:path";
 import { ConflictError, InvalidParameterError, NotFoundError } from "../errors.js";
@@ -25,6 +25,7 @@ import {
   type HostState,
   hostState,
   isHost,
+  LAB_DATA_ROOT,
   LAB_RUN_ROOT,
   type LabState,
   loadLab,
@@ -32,7 +33,7 @@ import {
   type MachineState,
   netnsPath,
   nextFreeOctet,
-  releaseSubnet,
+  releaseSubnets,
   saveLab,
   underlayAddr,
 } from "./state.js";
@@ -108,28 +109,42 @@ async function formCluster(lab: LabState, members: number): Promise<void> {
  * Removes the lab: containers through their daemons, then the daemons, every other process in
  * the lab's namespaces (etcd members, servers started with `lab exec`), whatever containers a
  * dead daemon left running, mounts, namespaces (their links go with them), directories, and the
- * subnet claim.
+ * subnet claim. Resolves with what a daemon failed to do, which was then done the hard way.
  */
-export async function labDown(name: string): Promise<void> {
+export async function labDown(name: string): Promise<string[]> {
   let lab: LabState;
   try {
     lab = loadLab(name);
   } catch (err) {
-    if (!(err instanceof NotFoundError) || labNamespaces(name).length === 0) throw err;
-    // No state but namespaces of this lab: what an `up` killed before its first write left.
-    await teardownNamespaces(labNamespaces(name));
-    rmSync(join(LAB_RUN_ROOT, name), { recursive: true, force: true });
-    return;
+    if (!(err instanceof NotFoundError)) throw err;
+    const dirs = [join(LAB_RUN_ROOT, name), join(LAB_DATA_ROOT, name)].filter((d) => existsSync(d));
+    const namespaces = labNamespaces(name);
+    if (namespaces.length === 0 && dirs.length === 0) throw err;
+    // No state, but pieces of the lab: an `up` killed before its first write, or a machine
+    // restarted (/run is gone, /var/lib is not).
+    await teardownNamespaces(namespaces);
+    await sweepDirs(dirs);
+    releaseSubnets(name);
+    return [];
   }
-  await teardown(lab);
+  return teardown(lab);
 }
 
-async function teardown(lab: LabState): Promise<void> {
-  const problems: string[] = [];
+/** Ends the processes that name `dirs` (containers' runners), unmounts what is under them, removes them. */
+async function sweepDirs(dirs: string[]): Promise<void> {
+  await terminate([...new Set(dirs.flatMap((d) => processesMentioning(`${d}/`)))], 2_000);
+  for (const point of mountsUnder(dirs)) unmount(point);
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+}
+
+async function teardown(lab: LabState): Promise<string[]> {
   const removals = await Promise.all(
-    lab.hosts.map(async (h) => ((await daemonAnswers(h)) ? removeContainers(h).catch(() => []) : [])),
+    lab.hosts.map(async (h) =>
+      (await daemonAnswers(h))
+        ? removeContainers(h).catch((err: Error) => [`${h.name}: listing containers: ${err.message}`])
+        : [],
+    ),
   );
-  problems.push(...removals.flat());
   const daemons = lab.hosts.flatMap((h) => (h.pid !== undefined && isDaemonOf(h, h.pid) ? [h.pid] : []));
   await terminate(daemons, 10_000);
   const namespaces = [
@@ -138,23 +153,19 @@ async function teardown(lab: LabState): Promise<void> {
     ),
   ];
   await terminate(processesIn(namespaces.map(netnsPath)), 2_000);
-  // A stopped host's daemon could not remove its containers: their runners still mention the
-  // host's roots, and their processes sit in sandbox namespaces under its exec root.
-  const roots = lab.hosts.flatMap((h) => [h.execRoot, h.dataRoot]);
+  // A stopped host's daemon could not remove its containers: their processes sit in sandbox
+  // namespaces under its exec root, and their runners mention the host's roots (swept below).
   const sandboxes = lab.hosts.flatMap((h) =>
     listDir(join(h.execRoot, "netns")).map((f) => join(h.execRoot, "netns", f)),
   );
-  await terminate(
-    [...new Set([...processesIn(sandboxes), ...roots.flatMap((r) => processesMentioning(`${r}/`))])],
-    2_000,
-  );
-  for (const point of mountsUnder([lab.runDir, lab.dataDir])) unmount(point);
+  await terminate(processesIn(sandboxes), 2_000);
   await teardownNamespaces(namespaces.filter((n) => n !== lab.netns));
   deleteNetns(lab.netns);
-  rmSync(lab.dataDir, { recursive: true, force: true });
-  releaseSubnet(lab);
-  rmSync(lab.runDir, { recursive: true, force: true });
-  if (problems.length > 0) throw new ConflictError(`lab ${lab.name} removed, but:\n${problems.join("\n")}`);
+  // The run directory last: it holds the state, which a `down` interrupted here still needs.
+  await sweepDirs([lab.dataDir]);
+  releaseSubnets(lab.name);
+  await sweepDirs([lab.runDir]);
+  return removals.flat();
 }
 
 async function teardownNamespaces(namespaces: string[]): Promise<void> {
@@ -262,8 +273,12 @@ export function labExec(lab: LabState, name: string, command: string[]): Promise
       stdio: "inherit",
       env: execEnv(member),
     });
+    // The command is the one to end when the lab exec is asked to: it would outlive it otherwise.
+    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    process.on("SIGTERM", forward).on("SIGHUP", forward);
     child.on("error", reject);
     child.on("exit", (code, signal) => {
+      process.off("SIGTERM", forward).off("SIGHUP", forward);
       // As a shell reports it: 128 + the signal's number.
       resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
     });

@@ -145,6 +145,9 @@ export function createLab(name: string, daemons: { cluster: boolean; logLevel: s
       hosts: [],
       machines: [],
     };
+    // A data directory without a run directory is from before a restart of the machine: its
+    // daemons' records (containers, cluster membership) describe nothing that exists any more.
+    rmSync(lab.dataDir, { recursive: true, force: true });
     saveLab(lab);
     return lab;
   } catch (err) {
@@ -166,13 +169,22 @@ function claimSubnet(name: string): number {
   throw new ConflictError(`no free lab subnet left in ${UNDERLAY_PREFIX}.0.0/16: remove a lab first`);
 }
 
-/** Gives the subnet back, unless the claim is not this lab's (a half-made lab never got one). */
-export function releaseSubnet(lab: LabState): void {
-  const claim = join(SUBNET_CLAIMS, String(lab.index));
+/** Gives back the subnets claimed by lab `name` (read from the claims, so no state is needed). */
+export function releaseSubnets(name: string): void {
+  let claims: string[];
   try {
-    if (readFileSync(claim, "utf8") === lab.name) rmSync(claim, { force: true });
+    claims = readdirSync(SUBNET_CLAIMS);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw err;
+  }
+  for (const claim of claims) {
+    const path = join(SUBNET_CLAIMS, claim);
+    try {
+      if (readFileSync(path, "utf8") === name) rmSync(path, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
   }
 }
 
