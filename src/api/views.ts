@@ -1,5 +1,6 @@
 import type { EngineContext } from "../engine/context.js";
 import { shortId } from "../engine/ids.js";
+import { endpointGateway } from "../engine/networks.js";
 import type { ContainerRecord, EndpointRecord, NetworkRecord } from "../engine/types.js";
 import { portMapView, portSummaries } from "../ports/parse.js";
 
@@ -75,10 +76,10 @@ function endpointSettingsView(
     GwPriority: 0,
     NetworkID: networkId,
     EndpointID: ep?.id ?? "",
-    Gateway: ep?.ipv4 && v4 && !net?.internal ? v4.gateway : "",
+    Gateway: ep?.ipv4 && v4 && !net.internal ? endpointGateway(net, v4) : "",
     IPAddress: ep?.ipv4 ?? "",
     IPPrefixLen: ep?.ipv4 ? prefixLen(v4?.subnet) : 0,
-    IPv6Gateway: ep?.ipv6 && v6 && !net?.internal ? v6.gateway : "",
+    IPv6Gateway: ep?.ipv6 && v6 && !net.internal ? endpointGateway(net, v6) : "",
     GlobalIPv6Address: ep?.ipv6 ?? "",
     GlobalIPv6PrefixLen: ep?.ipv6 ? prefixLen(v6?.subnet) : 0,
     DNSNames: net && !net.predefined ? [c.name, shortId(c.id), ...(att?.aliases ?? [])] : null,

@@ -34,7 +34,10 @@ export interface Driver {
     spec: NetworkSpec,
     existing: NetworkRecord[],
   ): { options: Record<string, string>; device?: string; internal?: boolean };
-  /** Makes sure the network's kernel objects exist and are configured. */
+  /**
+   * Makes sure the network's kernel objects exist and are configured. It may note in `net` what
+   * it found (whether it made the device); the engine stores the record after this call.
+   */
   createNetwork(net: NetworkRecord): Promise<void>;
   deleteNetwork(net: NetworkRecord): Promise<void>;
   /** Creates the endpoint's interface inside the sandbox, addressed and up. */

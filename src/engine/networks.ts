@@ -2,6 +2,7 @@ import {
   BRIDGE_NAME,
   bridgeSettings,
   DEFAULT_BRIDGE,
+  defaultGateway,
   ENABLE_ICC,
   ENABLE_MASQUERADE,
   HOST_BINDING_IPV4,
@@ -45,6 +46,10 @@ export const DEFAULT_BRIDGE_DEVICE = "ctnet0";
 export const DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16";
 
 const familyOf = (cidr: string): 4 | 6 => (cidr.includes(":") ? 6 : 4);
+
+/** The gateway the network's endpoints route through (bridge networks honour DefaultGatewayIPv4/IPv6, as Docker's do). */
+export const endpointGateway = (net: NetworkRecord, pool: PoolRecord): string =>
+  net.driver === "bridge" ? defaultGateway(pool) : pool.gateway;
 
 /** The firewall's desired state, from the records: networks, their ports with ICC off, published ports. */
 export function firewallState(
@@ -325,9 +330,17 @@ export class Networks {
     return out;
   }
 
-  /** Routes on the host that a default pool must not overlap (Docker's rule: explicit subnets may). */
+  /**
+   * Routes on the host that a default pool must not overlap (Docker's rule: explicit subnets may).
+   * Routes through an adopted bridge count: they are the host's own, not a network's.
+   */
   private async hostRoutes(): Promise<string[]> {
-    const owned = new Set([...this.ctx.networks.values()].map((n) => n.device).filter(Boolean));
+    const owned = new Set(
+      [...this.ctx.networks.values()]
+        .filter((n) => n.deviceCreated !== false)
+        .map((n) => n.device)
+        .filter(Boolean),
+    );
     const routes = [...(await this.ctx.host.listRoutes(4)), ...(await this.ctx.host.listRoutes(6))];
     return routes.filter((r) => r.dst !== "default" && !(r.dev && owned.has(r.dev))).map((r) => r.dst);
   }

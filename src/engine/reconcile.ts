@@ -40,7 +40,13 @@ export async function reconcile(
   }
 
   await removeLeftoverLinks(ctx);
-  for (const n of ctx.networks.values()) await ctx.driver(n.driver).createNetwork(n);
+  for (const n of ctx.networks.values()) {
+    // A driver notes in the record what it found (e.g. that a bridge it made is gone and an
+    // adopted one took its place), so a changed record is stored again.
+    const before = JSON.stringify(n);
+    await ctx.driver(n.driver).createNetwork(n);
+    if (JSON.stringify(n) !== before) await ctx.saveNetwork(n);
+  }
   await networks.ensurePredefined();
 
   mkdirSync(ctx.netnsDir(), { recursive: true, mode: 0o755 });

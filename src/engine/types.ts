@@ -34,6 +34,14 @@ export interface NetworkRecord {
   predefined: boolean;
   /** kernel name of the network's device (the Linux bridge), when the driver has one */
   device?: string;
+  /**
+   * Whether ctnet made the device. false: a bridge the user made before the network (with an
+   * uplink on it, as in Docker's guides), which ctnet adopted and never deletes. Set by the
+   * driver when it creates or repairs the network.
+   */
+  deviceCreated?: boolean;
+  /** the addresses (CIDR) ctnet added to an adopted device: the only ones it removes from it */
+  deviceAddresses?: string[];
 }
 
 /** An interface of a sandbox on a network. */
