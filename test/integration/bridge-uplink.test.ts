@@ -316,4 +316,43 @@ describe("bridge network on an uplink (no NAT, external router)", () => {
     d.ok(["network", "rm", "brnet2"]);
     assert.equal(bridgeState(), userBridge, "the address ctnet added is left, or the user's went");
   });
+
+  it("routes IPv6 through DefaultGatewayIPv6", () => {
+    run(sw, ["ip", "addr", "add", "fd97::1/64", "dev", "br0", "nodad"]);
+    const create = d.docker([
+      "network",
+      "create",
+      "--ipv6",
+      "--subnet",
+      SUBNET,
+      "--gateway",
+      HOST_IP,
+      "--aux-address",
+      `DefaultGatewayIPv4=${ROUTER}`,
+      "--subnet",
+      "fd97::/64",
+      "--gateway",
+      "fd97::fe",
+      "--aux-address",
+      "DefaultGatewayIPv6=fd97::1",
+      "-o",
+      "com.docker.network.bridge.name=brnet",
+      "brnet6",
+    ]);
+    assert.equal(create.status, 0, create.stderr);
+    assert.match(run(d.ns, ["ip", "-o", "-6", "addr", "show", "dev", "brnet"]), /fd97::fe\/64/);
+    d.ok(["run", "-d", "--net", "brnet6", "--name", "c6", "sleep", "1000"]);
+    assert.match(
+      d.exec("c6", ["ip", "-6", "route", "show", "default"]).stdout,
+      /^default via fd97::1 dev eth0/,
+    );
+    assert.equal(
+      d.ok(["inspect", "-f", "{{.NetworkSettings.Networks.brnet6.IPv6Gateway}}", "c6"]),
+      "fd97::1",
+    );
+    assert.ok(pings("c6", "fd97::1"), "c6 cannot reach the router over IPv6");
+    d.ok(["rm", "-f", "c6"]);
+    d.ok(["network", "rm", "brnet6"]);
+    assert.equal(bridgeState(), userBridge, "the IPv6 address ctnet added is left, or the user's went");
+  });
 });
