@@ -6,6 +6,7 @@ import { ConflictError, CtnetError, InvalidParameterError } from "../errors.js";
 import { log } from "../log.js";
 import { UpgradeRoutes } from "./hijack.js";
 import { Router, readJsonBody, sendJson } from "./router.js";
+import { clusterRoutes } from "./routes/cluster.js";
 import { containerRoutes } from "./routes/containers.js";
 import { execRoutes } from "./routes/exec.js";
 import { imageRoutes } from "./routes/images.js";
@@ -17,20 +18,13 @@ export function buildRouter(engine: Engine, upgrades = new UpgradeRoutes()): Rou
   const router = new Router();
   systemRoutes(router, engine);
   networkRoutes(router, engine);
-  containerRoutes(router, engine);
+  clusterRoutes(router, engine);
+  containerRoutes(router, upgrades, engine);
   execRoutes(router, upgrades, {
     containerPid: (ref) => {
       const c = engine.containers.find(ref);
       if (c.state.status !== "running") throw new ConflictError(`container ${c.id} is not running`);
       return { id: c.id, pid: c.state.pid };
-    },
-    containerLog: (ref) => {
-      const c = engine.containers.find(ref);
-      return {
-        id: c.id,
-        path: engine.containers.logPath(c),
-        writing: () => ["created", "running"].includes(engine.ctx.containers.get(c.id)?.state.status ?? ""),
-      };
     },
   });
   imageRoutes(router, engine.images, {

@@ -16,6 +16,9 @@ export function registerSystem(program: Command): void {
     )
     .option("--log-level <LEVEL>", "log level (debug, info, warn, error)", "info")
     .option("--dns <IP>", "DNS server for containers and the embedded resolver to forward to", collect)
+    .option("--node-name <NAME>", "this host's name in a cluster (default: the machine's host name)")
+    .option("--cluster-store <URL>", "follow the etcd at etcd://HOST:PORT for global networks")
+    .option("--advertise-addr <IP>", "this host's address for the other hosts of a cluster")
     .action(async (opts, cmd: Command) => {
       // Loaded on demand: the daemon pulls in the kernel layer and its native addon, which no
       // client command should need.
@@ -28,6 +31,9 @@ export function registerSystem(program: Command): void {
         host: resolveHost(opts.host ?? cmd.parent?.opts<{ host?: string }>().host),
         logLevel: opts.logLevel,
         dns: opts.dns ?? [],
+        nodeName: opts.nodeName,
+        clusterStore: opts.clusterStore,
+        advertiseAddr: opts.advertiseAddr,
       });
     });
 

@@ -5,6 +5,7 @@
  */
 import http, { type IncomingMessage } from "node:http";
 import type {
+  ClusterInfo,
   ContainerCreateRequest,
   ContainerCreateResponse,
   ContainerInspect,
@@ -209,6 +210,22 @@ export class Client {
 
   networkCreate(body: NetworkCreateRequest): Promise<NetworkCreateResponse> {
     return this.request("POST", "/networks/create", { body });
+  }
+
+  clusterInfo(): Promise<ClusterInfo> {
+    return this.request("GET", "/ctnet/cluster");
+  }
+
+  clusterInit(body: { AdvertiseAddr?: string }): Promise<{ NodeName: string; Addr: string }> {
+    return this.request("POST", "/ctnet/cluster/init", { body });
+  }
+
+  clusterJoin(body: { Addr: string; AdvertiseAddr?: string; Member?: boolean }): Promise<void> {
+    return this.request("POST", "/ctnet/cluster/join", { body });
+  }
+
+  clusterLeave(): Promise<void> {
+    return this.request("POST", "/ctnet/cluster/leave");
   }
 
   networkRemove(id: string): Promise<void> {

@@ -252,3 +252,11 @@ export interface ProgressMessage {
   errorDetail?: { code?: number; message?: string };
   [key: string]: unknown;
 }
+
+/** GET /ctnet/cluster */
+export interface ClusterInfo {
+  NodeName: string;
+  Role: "member" | "client" | "none";
+  Addr: string;
+  Hosts: { Name: string; Addr: string; Role: string; State: "ready" | "down"; Self: boolean }[];
+}

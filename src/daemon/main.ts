@@ -10,6 +10,9 @@ export interface DaemonOptions {
   host: string;
   logLevel?: string;
   dns: string[];
+  nodeName?: string;
+  clusterStore?: string;
+  advertiseAddr?: string;
 }
 
 /** Refuses to start a second daemon on the same exec root: two would fight over the same kernel objects. */
@@ -34,7 +37,14 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   if (o.logLevel) log.level = o.logLevel;
   parseHost(o.host);
   const started = Date.now();
-  const engine = await Engine.open({ dataRoot: o.dataRoot, execRoot: o.execRoot, dns: o.dns });
+  const engine = await Engine.open({
+    dataRoot: o.dataRoot,
+    execRoot: o.execRoot,
+    dns: o.dns,
+    ...(o.nodeName ? { nodeName: o.nodeName } : {}),
+    ...(o.clusterStore ? { clusterStore: o.clusterStore } : {}),
+    ...(o.advertiseAddr ? { advertiseAddr: o.advertiseAddr } : {}),
+  });
   const pidFile = join(o.execRoot, "ctnet.pid");
   claimPidFile(pidFile);
   const server = await listen(engine, o.host);

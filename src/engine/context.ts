@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import type { Cluster } from "../cluster/cluster.js";
 import type { Driver } from "../drivers/driver.js";
 import { NotFoundError } from "../errors.js";
 import type { Firewall } from "../firewall/firewall.js";
@@ -25,11 +26,15 @@ export class EngineContext {
   readonly networks = new Map<string, NetworkRecord>();
   readonly containers = new Map<string, ContainerRecord>();
   readonly endpoints = new Map<string, EndpointRecord>();
+  /** this host's seat in a cluster; undefined while the host is in none */
+  cluster: Cluster | undefined;
 
   constructor(
     readonly paths: EnginePaths,
     readonly store: Store,
     readonly ipam: Ipam,
+    /** pools and addresses of global networks, mirrored from the cluster store */
+    readonly globalIpam: Ipam,
     readonly drivers: Map<string, Driver>,
     readonly firewall: Firewall,
     readonly host: Netlink,
@@ -37,6 +42,10 @@ export class EngineContext {
     readonly dns: string[],
     readonly ports: PortAllocator,
   ) {}
+
+  ipamOf(net: NetworkRecord): Ipam {
+    return net.scope === "global" ? this.globalIpam : this.ipam;
+  }
 
   driver(name: string): Driver {
     const d = this.drivers.get(name);

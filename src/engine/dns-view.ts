@@ -3,13 +3,30 @@ import type { ResolverView } from "../dns/records.js";
 import { EMBEDDED_DNS, parseResolvConf } from "../runtime/etc-files.js";
 import type { EngineContext } from "./context.js";
 import { shortId } from "./ids.js";
+import { GATEWAY_BRIDGE } from "./networks.js";
 import type { ContainerRecord, EndpointRecord, NetworkRecord } from "./types.js";
 
 const HOST_RESOLV_CHECK_MS = 1000;
 
-/** Only user-defined networks get name resolution, as in Docker (the default bridge does not). */
+/**
+ * Only user-defined networks get name resolution, as in Docker (the default bridge does not), and
+ * not the gateway bridge: containers of different overlays meet there, and must not see each other.
+ */
 export const hasEmbeddedDns = (net: NetworkRecord | undefined): net is NetworkRecord =>
-  net !== undefined && !net.predefined && net.driver !== "host" && net.driver !== "null";
+  net !== undefined &&
+  !net.predefined &&
+  net.driver !== "host" &&
+  net.driver !== "null" &&
+  net.name !== GATEWAY_BRIDGE;
+
+/** A name-bearing endpoint on a network the asking sandbox shares: of this host or another. */
+interface Candidate {
+  names: string[];
+  containerName: string;
+  net: NetworkRecord;
+  ipv4?: string | undefined;
+  ipv6?: string | undefined;
+}
 
 /**
  * What the embedded resolver sees, computed from the engine's records at query time, so names
@@ -32,34 +49,46 @@ export class EngineResolverView implements ResolverView {
     return out;
   }
 
-  private *candidates(
-    sandboxId: string,
-  ): Generator<{ ep: EndpointRecord; c: ContainerRecord; net: NetworkRecord }> {
+  private *candidates(sandboxId: string): Generator<Candidate> {
     const shared = this.sharedNetworks(sandboxId);
     if (shared.size === 0) return;
     for (const ep of this.ctx.endpoints.values()) {
       if (!shared.has(ep.networkId)) continue;
       const c = this.ctx.containers.get(ep.containerId);
       const net = this.ctx.networks.get(ep.networkId);
-      if (c && net && c.state.status === "running") yield { ep, c, net };
+      if (c && net && c.state.status === "running") yield local(ep, c, net);
+    }
+    const cluster = this.ctx.cluster;
+    if (!cluster) return;
+    for (const e of cluster.endpoints.values()) {
+      if (e.host === cluster.nodeName || !shared.has(e.networkId)) continue;
+      const net = this.ctx.networks.get(e.networkId);
+      if (!net) continue;
+      yield {
+        names: [e.containerName, shortId(e.containerId), ...e.aliases],
+        containerName: e.containerName,
+        net,
+        ipv4: e.ipv4,
+        ipv6: e.ipv6,
+      };
     }
   }
 
   lookup(sandboxId: string, name: string, family: 4 | 6): string[] | undefined {
     let known = false;
     const out: string[] = [];
-    for (const { ep, c, net } of this.candidates(sandboxId)) {
-      if (!matches(name, ep, c, net)) continue;
+    for (const cand of this.candidates(sandboxId)) {
+      if (!matches(name, cand)) continue;
       known = true;
-      const address = family === 4 ? ep.ipv4 : ep.ipv6;
+      const address = family === 4 ? cand.ipv4 : cand.ipv6;
       if (address && !out.includes(address)) out.push(address);
     }
     return known ? out : undefined;
   }
 
   reverse(sandboxId: string, address: string): string | undefined {
-    for (const { ep, c, net } of this.candidates(sandboxId)) {
-      if (ep.ipv4 === address || ep.ipv6 === address) return `${c.name}.${net.name}`;
+    for (const cand of this.candidates(sandboxId)) {
+      if (cand.ipv4 === address || cand.ipv6 === address) return `${cand.containerName}.${cand.net.name}`;
     }
     return undefined;
   }
@@ -98,10 +127,18 @@ export class EngineResolverView implements ResolverView {
   }
 }
 
-function matches(name: string, ep: EndpointRecord, c: ContainerRecord, net: NetworkRecord): boolean {
+const local = (ep: EndpointRecord, c: ContainerRecord, net: NetworkRecord): Candidate => ({
+  names: [c.name, shortId(c.id), ...ep.aliases],
+  containerName: c.name,
+  net,
+  ipv4: ep.ipv4,
+  ipv6: ep.ipv6,
+});
+
+function matches(name: string, cand: Candidate): boolean {
   const lower = name.toLowerCase();
-  const netName = net.name.toLowerCase();
-  for (const n of [c.name, shortId(c.id), ...ep.aliases]) {
+  const netName = cand.net.name.toLowerCase();
+  for (const n of cand.names) {
     const l = n.toLowerCase();
     if (lower === l || lower === `${l}.${netName}`) return true;
   }

@@ -1,6 +1,9 @@
 import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
+import type { Cluster } from "../cluster/cluster.js";
+import type { ClusterEndpoint } from "../cluster/types.js";
 import { DnsServer } from "../dns/server.js";
 import { BridgeDriver } from "../drivers/bridge/bridge.js";
 import type { Driver } from "../drivers/driver.js";
@@ -8,6 +11,7 @@ import { NoOpDriver } from "../drivers/host/host.js";
 import { IpvlanDriver } from "../drivers/ipvlan/ipvlan.js";
 import { MacvlanDriver } from "../drivers/macvlan/macvlan.js";
 import type { UnderlayContext } from "../drivers/macvlan/underlay.js";
+import { type OverlayContext, OverlayDriver } from "../drivers/overlay/overlay.js";
 import { Firewall } from "../firewall/firewall.js";
 import { ImageStore } from "../images/store.js";
 import { Ipam } from "../ipam/index.js";
@@ -17,10 +21,12 @@ import { writeSysctl } from "../kernel/sysctl.js";
 import { PortAllocator } from "../ports/allocator.js";
 import { FileStore } from "../store/file-store.js";
 import type { Store } from "../store/store.js";
+import { ClusterOps } from "./cluster-ops.js";
 import { Containers } from "./containers.js";
 import { EngineContext, type EnginePaths } from "./context.js";
 import { EngineResolverView } from "./dns-view.js";
 import { EventLog } from "./events.js";
+import { newGlobalIpam } from "./global-networks.js";
 import { DEFAULT_BRIDGE_SUBNET, Networks } from "./networks.js";
 import { reconcile } from "./reconcile.js";
 import { Sandboxes } from "./sandboxes.js";
@@ -29,6 +35,11 @@ export interface EngineOptions extends EnginePaths {
   /** upstream DNS servers for containers without --dns (the daemon's --dns) */
   dns: string[];
   store?: Store;
+  /** this host's name in a cluster (default: the machine's host name) */
+  nodeName?: string;
+  /** `etcd://HOST:PORT`: follow that etcd (the daemon's --cluster-store) */
+  clusterStore?: string;
+  advertiseAddr?: string;
 }
 
 /** Docker's default address pools: 172.17/16 for the default bridge, 172.18–31/16, then 192.168/16 in /20s. */
@@ -52,6 +63,7 @@ export class Engine {
     readonly containers: Containers,
     readonly images: ImageStore,
     private readonly dns: DnsServer,
+    readonly cluster: ClusterOps,
   ) {}
 
   static async open(o: EngineOptions): Promise<Engine> {
@@ -64,12 +76,20 @@ export class Engine {
       sandboxOf: (ep) => ctx.containers.get(ep.containerId)?.sandboxPath || undefined,
       networks: () => ctx.networks.values(),
     };
+    const overlay: OverlayContext = {
+      advertiseAddr: (): string | undefined => ctx.cluster?.advertiseAddr,
+      remoteEndpoints: (networkId: string): ClusterEndpoint[] => {
+        const cluster: Cluster | undefined = ctx.cluster;
+        return cluster?.endpointsOn(networkId).filter((e) => e.host !== cluster.nodeName) ?? [];
+      },
+    };
     const drivers = new Map<string, Driver>([
       ["bridge", new BridgeDriver(host)],
       ["host", new NoOpDriver("host")],
       ["null", new NoOpDriver("null")],
       ["macvlan", new MacvlanDriver(host, underlay)],
       ["ipvlan", new IpvlanDriver(host, underlay)],
+      ["overlay", new OverlayDriver(host, overlay)],
     ]);
     const ipam = new Ipam({
       defaultPools4: DEFAULT_POOLS4,
@@ -80,6 +100,7 @@ export class Engine {
       { dataRoot: o.dataRoot, execRoot: o.execRoot },
       store,
       ipam,
+      newGlobalIpam(),
       drivers,
       new Firewall(runNft),
       host,
@@ -92,17 +113,25 @@ export class Engine {
     const dns = new DnsServer(new EngineResolverView(ctx));
     const images = ImageStore.open(join(o.dataRoot, "images"));
     const containers = new Containers(ctx, networks, sandboxes, dns, images);
+    const cluster = new ClusterOps(ctx, networks, {
+      nodeName: o.nodeName ?? hostname(),
+      ...(o.clusterStore ? { clusterStore: o.clusterStore } : {}),
+      ...(o.advertiseAddr ? { advertiseAddr: o.advertiseAddr } : {}),
+    });
     writeSysctl("net.ipv4.ip_forward", "1");
+    await cluster.connectAtStart();
     await ctx.lock.run(() => reconcile(ctx, networks, containers));
+    await cluster.followAtStart();
     if ([...ctx.networks.values()].some((n) => n.enableIPv6))
       writeSysctl("net.ipv6.conf.all.forwarding", "1");
-    return new Engine(ctx, networks, containers, images, dns);
+    return new Engine(ctx, networks, containers, images, dns, cluster);
   }
 
   /** Stops following containers and closes sockets; containers and kernel state stay as they are. */
   async close(): Promise<void> {
     this.dns.close();
     await this.ctx.lock.run(async () => {
+      await this.cluster.close();
       this.ctx.host.close();
       await this.ctx.store.close();
     });

@@ -1,6 +1,6 @@
 /**
- * Typed rtnetlink client over netlink@0.3.0: links (bridge, veth, macvlan, ipvlan, vlan),
- * addresses and routes.
+ * Typed rtnetlink client over netlink@0.3.0: links (bridge, veth, macvlan, ipvlan, vlan, vxlan),
+ * addresses, routes, and the static forwarding and neighbour entries of VXLAN devices.
  *
  * Each call is one request on a NETLINK_ROUTE socket. The kernel does the work inside sendmsg(),
  * which the package issues on the main thread, so a call keeps the event loop busy for its whole
@@ -85,12 +85,14 @@ const IFLA_BRPORT_MODE = 4;
 const VETH_INFO_PEER = 1;
 const IFINFOMSG_LEN = 16;
 const AF_INET = 2;
+const AF_BRIDGE = 7;
 const AF_INET6 = 10;
 const RT_TABLE_MAIN = 254;
 
 /** The kernel answers rtnetlink requests synchronously; the timeout only bounds a lost reply. */
 const OPTS = { timeout: 10_000 };
 const CREATE_EXCL = { ...OPTS, flags: FlagsNew.CREATE | FlagsNew.EXCL };
+const CREATE_REPLACE = { ...OPTS, flags: FlagsNew.CREATE | FlagsNew.REPLACE };
 const IFNAMSIZ = 16;
 /** IFLA_EXT_MASK = RTEXT_FILTER_SKIP_STATS: ctnet never reads link counters, and parsing them costs ~30 µs a link. */
 const SKIP_STATS = Buffer.from(new Uint32Array([1 << 3]).buffer);
@@ -101,7 +103,16 @@ const KERNEL_OPTION: Record<string, string> = {
   macvlan: "CONFIG_MACVLAN",
   ipvlan: "CONFIG_IPVLAN",
   vlan: "CONFIG_VLAN_8021Q",
+  vxlan: "CONFIG_VXLAN",
 };
+
+// linux/if_link.h: IFLA_VXLAN_*
+const IFLA_VXLAN_ID = 1;
+const IFLA_VXLAN_LINK = 3;
+const IFLA_VXLAN_LOCAL = 4;
+const IFLA_VXLAN_LEARNING = 7;
+const IFLA_VXLAN_PROXY = 11;
+const IFLA_VXLAN_PORT = 15;
 
 // linux/if_link.h: IFLA_MACVLAN_*, IFLA_IPVLAN_*, IFLA_VLAN_*
 const IFLA_MACVLAN_MODE = 1;
@@ -254,6 +265,99 @@ export class Netlink {
     // A kernel that accepted a lower-less link must not keep it.
     await this.deleteLink(name);
     return true;
+  }
+
+  /**
+   * A VXLAN device sending from `local` through `dev`. Learning is off and ARP is answered by the
+   * device itself (proxy) from its static neighbour entries: remote endpoints are programmed from
+   * the cluster store, so nothing is flooded to discover them.
+   */
+  async createVxlan(o: {
+    name: string;
+    vni: number;
+    local: string;
+    dev: string;
+    port: number;
+    mtu?: number;
+    alias?: string;
+  }): Promise<void> {
+    checkIfname(o.name);
+    if (!Number.isInteger(o.vni) || o.vni < 1 || o.vni > 0xffffff) {
+      throw new InvalidParameterError(`VXLAN id must be between 1 and 16777215, got ${o.vni}`);
+    }
+    const local = parseIp(o.local);
+    if (local.kind() !== "ipv4")
+      throw new InvalidParameterError(`VXLAN local address ${o.local} is not IPv4`);
+    const port = Buffer.alloc(2);
+    port.writeUInt16BE(o.port);
+    await this.newLink(o, "vxlan", [
+      attrNested(IFLA_INFO_DATA, [
+        attrU32(IFLA_VXLAN_ID, o.vni),
+        attrU32(IFLA_VXLAN_LINK, await this.indexOf(o.dev)),
+        attr(IFLA_VXLAN_LOCAL, Buffer.from(local.toByteArray())),
+        attr(IFLA_VXLAN_LEARNING, Buffer.from([0])),
+        attr(IFLA_VXLAN_PROXY, Buffer.from([1])),
+        attr(IFLA_VXLAN_PORT, port),
+      ]),
+    ]);
+  }
+
+  /** A permanent forwarding entry of a VXLAN device: frames for `mac` go to the VTEP at `dst`. */
+  async addFdb(dev: string, mac: string, dst: string): Promise<void> {
+    const ifindex = await this.indexOf(dev);
+    await this.run(`add fdb ${mac} dst ${dst} dev ${dev}`, () =>
+      this.sock.newNeighbor(
+        { family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
+        { lladdr: parseMac(mac), dst: Buffer.from(parseIp(dst).toByteArray()) },
+        CREATE_REPLACE,
+      ),
+    );
+  }
+
+  /** Idempotent: an entry that is gone already is not an error. */
+  async delFdb(dev: string, mac: string, dst: string): Promise<void> {
+    const ifindex = await this.indexOf(dev);
+    try {
+      await this.run(`delete fdb ${mac} dev ${dev}`, () =>
+        this.sock.delNeighbor(
+          { family: AF_BRIDGE, ifindex, flags: { self: true } },
+          { lladdr: parseMac(mac), dst: Buffer.from(parseIp(dst).toByteArray()) },
+          OPTS,
+        ),
+      );
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+    }
+  }
+
+  /** A permanent neighbour entry (IP → MAC) on `dev`. */
+  async addNeighbour(dev: string, ip: string, mac: string): Promise<void> {
+    const ifindex = await this.indexOf(dev);
+    const addr = parseIp(ip);
+    await this.run(`add neighbour ${ip} lladdr ${mac} dev ${dev}`, () =>
+      this.sock.newNeighbor(
+        { family: addr.kind() === "ipv6" ? AF_INET6 : AF_INET, ifindex, state: { permanent: true } },
+        { dst: Buffer.from(addr.toByteArray()), lladdr: parseMac(mac) },
+        CREATE_REPLACE,
+      ),
+    );
+  }
+
+  /** Idempotent, like delFdb. */
+  async delNeighbour(dev: string, ip: string): Promise<void> {
+    const ifindex = await this.indexOf(dev);
+    const addr = parseIp(ip);
+    try {
+      await this.run(`delete neighbour ${ip} dev ${dev}`, () =>
+        this.sock.delNeighbor(
+          { family: addr.kind() === "ipv6" ? AF_INET6 : AF_INET, ifindex },
+          { dst: Buffer.from(addr.toByteArray()) },
+          OPTS,
+        ),
+      );
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+    }
   }
 
   /** master null detaches the link from its bridge. */

@@ -50,6 +50,8 @@ export class TestDaemon {
   /** The daemon's log level and extra environment, from its next (re)start on. */
   logLevel = "info";
   env: NodeJS.ProcessEnv = {};
+  /** Extra daemon flags, from its next (re)start on. */
+  args: string[] = [];
 
   private constructor(
     readonly ns: TestNetns,
@@ -61,12 +63,14 @@ export class TestDaemon {
     this.host = `unix://${this.socket}`;
   }
 
-  static async start(prefix: string): Promise<TestDaemon> {
+  /** `args` are extra daemon flags, e.g. `--node-name host1`. */
+  static async start(prefix: string, args: string[] = []): Promise<TestDaemon> {
     const ns = makeTestNetns(prefix);
     // A real host has its loopback up; a fresh namespace does not.
     ns.exec(["ip", "link", "set", "lo", "up"]);
     const dir = mkdtempSync(`/tmp/ctnet-test-${prefix}-`);
     const d = new TestDaemon(ns, dir);
+    d.args = args;
     try {
       await d.spawnDaemon();
     } catch (err) {
@@ -95,6 +99,7 @@ export class TestDaemon {
       TEST_UPSTREAM,
       "--log-level",
       this.logLevel,
+      ...this.args,
     ];
     const proc = spawn("nsenter", args, {
       stdio: ["ignore", "ignore", "pipe"],
@@ -238,10 +243,18 @@ export class TestDaemon {
         if (r.status !== 204 && r.status !== 404) problems.push(`rm ${c.Id}: ${r.text}`);
       }
       const nets = await this.api("GET", "/networks");
-      for (const n of (nets.body as { Id: string; Name: string }[]) ?? []) {
+      for (const n of (nets.body as { Id: string; Name: string; Scope: string }[]) ?? []) {
         if (["bridge", "host", "none"].includes(n.Name)) continue;
         const r = await this.api("DELETE", `/networks/${n.Id}`);
+        // A global network still used on another host is removed by the last host to go.
+        if (r.status === 403 && n.Scope === "global") continue;
         if (r.status !== 204 && r.status !== 404) problems.push(`network rm ${n.Name}: ${r.text}`);
+      }
+      // A host in a cluster leaves it, which stops the etcd member it may run.
+      const cluster = await this.api("GET", "/ctnet/cluster");
+      if ((cluster.body as { Role?: string }).Role !== "none") {
+        const r = await this.api("POST", "/ctnet/cluster/leave");
+        if (r.status !== 200) problems.push(`cluster leave: ${r.text}`);
       }
     } catch (err) {
       problems.push(`cleanup through the API failed: ${(err as Error).message}`);
