@@ -49,6 +49,8 @@ export interface Driver {
    * crash in the middle of a join can leave an interface without its addresses or bridge).
    */
   endpointPresent(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<boolean>;
+  /** The last endpoint of this host left the network (drivers that make devices per host free them). */
+  networkIdle?(net: NetworkRecord): Promise<void>;
   /** Points the sandbox's default route at this network's gateway. */
   setDefaultRoute(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<void>;
 }

@@ -14,6 +14,7 @@ import type { Pool } from "../ipam/index.js";
 import { log } from "../log.js";
 import type { PortBinding } from "../ports/types.js";
 import type { EngineContext } from "./context.js";
+import { completeGlobalNetwork, type GlobalNetworkDraft, requireCluster } from "./global-networks.js";
 import { lookup, newId, shortId } from "./ids.js";
 import type { ContainerRecord, EndpointRecord, NetworkRecord, PoolRecord } from "./types.js";
 import { Undo } from "./undo.js";
@@ -44,6 +45,8 @@ const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 const SINGLETON_DRIVERS = new Set(["host", "null"]);
 export const DEFAULT_BRIDGE_DEVICE = "ctnet0";
 export const DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16";
+/** Docker calls it docker_gwbridge. */
+export const GATEWAY_BRIDGE = "ctnet_gwbridge";
 
 const familyOf = (cidr: string): 4 | 6 => (cidr.includes(":") ? 6 : 4);
 
@@ -251,6 +254,23 @@ export class Networks {
       { id, name: req.name, options: req.options, internal: req.internal, enableIPv6: req.enableIPv6 },
       [...ctx.networks.values()],
     );
+    if (driver.scope === "global") {
+      return this.createGlobal({
+        id,
+        name: req.name,
+        driver: driverName,
+        created: new Date().toISOString(),
+        internal: req.internal || internal === true,
+        attachable: req.attachable,
+        enableIPv4: req.enableIPv4,
+        enableIPv6: req.enableIPv6,
+        userSubnets: req.ipamConfig.some((c) => c.subnet !== undefined),
+        options,
+        labels: req.labels,
+        ipamOptions: req.ipamOptions,
+        requests,
+      });
+    }
     const hostRoutes = await this.hostRoutes();
     const undo = new Undo();
     const pools: PoolRecord[] = [];
@@ -293,6 +313,61 @@ export class Networks {
       if (ctx.networks.size > 0) this.tryApplyFirewall();
       throw err;
     }
+  }
+
+  /**
+   * A global network is made by compare-and-swap in the cluster store; every host (this one too)
+   * adds it to its view, and makes its devices only when a container of its own joins.
+   */
+  private async createGlobal(draft: GlobalNetworkDraft): Promise<NetworkRecord> {
+    const ctx = this.ctx;
+    const cluster = requireCluster(ctx.cluster, draft.driver);
+    const net = await cluster.createNetwork((registry) => completeGlobalNetwork(draft, registry));
+    this.adoptGlobal(net);
+    ctx.events.publish("network", "create", net.id, { name: net.name, type: net.driver });
+    return net;
+  }
+
+  /** Adds a global network from the cluster to this host's view (idempotent). */
+  adoptGlobal(net: NetworkRecord): void {
+    if (this.ctx.networks.has(net.id)) return;
+    for (const p of net.pools) this.ctx.globalIpam.restorePool(net.id, p);
+    this.ctx.networks.set(net.id, net);
+  }
+
+  /** Drops a global network from this host's view, with whatever devices it had here. */
+  async forgetGlobal(id: string): Promise<void> {
+    const net = this.ctx.networks.get(id);
+    if (net?.scope !== "global") return;
+    this.ctx.networks.delete(id);
+    for (const p of net.pools) this.ctx.globalIpam.releasePool(id, p.subnet);
+    await this.ctx.driver(net.driver).deleteNetwork(net);
+    this.ctx.events.publish("network", "destroy", id, { name: net.name, type: net.driver });
+  }
+
+  /**
+   * The local bridge that gives containers on overlays their egress and published ports (Docker's
+   * docker_gwbridge): made on first use, masquerading, with no traffic between its containers.
+   */
+  async gatewayBridge(): Promise<NetworkRecord> {
+    const have = [...this.ctx.networks.values()].find((n) => n.name === GATEWAY_BRIDGE);
+    if (have) return have;
+    return this.createLocked(
+      {
+        name: GATEWAY_BRIDGE,
+        driver: "bridge",
+        internal: false,
+        attachable: false,
+        enableIPv4: true,
+        enableIPv6: false,
+        options: { [BRIDGE_NAME]: GATEWAY_BRIDGE, [ENABLE_ICC]: "false", [ENABLE_MASQUERADE]: "true" },
+        labels: {},
+        ipamDriver: "default",
+        ipamOptions: {},
+        ipamConfig: [],
+      },
+      false,
+    );
   }
 
   private tryApplyFirewall(): void {
@@ -366,6 +441,19 @@ export class Networks {
 
   private async removeLocked(net: NetworkRecord): Promise<void> {
     const ctx = this.ctx;
+    if (net.scope === "global") {
+      const cluster = requireCluster(ctx.cluster, net.driver);
+      const remote = cluster.endpointsOn(net.id);
+      if (remote.length > 0) {
+        const names = remote.map((e) => `${e.containerName} on ${e.host}`).join(", ");
+        throw new ForbiddenError(
+          `error while removing network: network ${net.name} id ${net.id} has active endpoints (${names})`,
+        );
+      }
+      await cluster.deleteNetwork(net.id);
+      await this.forgetGlobal(net.id);
+      return;
+    }
     // The store goes first: if the daemon dies after this line, start-up finds the bridge without
     // its record and removes it as a leftover.
     await ctx.store.delete(`networks/${net.id}`);

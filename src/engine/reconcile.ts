@@ -25,7 +25,9 @@ export async function reconcile(
   for (const e of await ctx.store.list<EndpointRecord>("endpoints/")) ctx.endpoints.set(e.id, e);
   for (const c of await ctx.store.list<ContainerRecord>("containers/")) ctx.containers.set(c.id, c);
 
-  for (const n of ctx.networks.values()) for (const p of n.pools) ctx.ipam.restorePool(n.id, p);
+  // Global networks are in the view already (from the cluster's mirror), with their pools.
+  for (const n of ctx.networks.values())
+    if (n.scope !== "global") for (const p of n.pools) ctx.ipam.restorePool(n.id, p);
   for (const e of [...ctx.endpoints.values()]) {
     const net = ctx.networks.get(e.networkId);
     const c = ctx.containers.get(e.containerId);
@@ -35,7 +37,13 @@ export async function reconcile(
     }
     for (const address of [e.ipv4, e.ipv6]) {
       const pool = address && net.pools.find((p) => p.family === (address.includes(":") ? 6 : 4));
-      if (address && pool) ctx.ipam.restoreAddress(net.id, pool.subnet, address);
+      if (!address || !pool) continue;
+      try {
+        ctx.ipamOf(net).restoreAddress(net.id, pool.subnet, address);
+      } catch (err) {
+        // Only a global network can get here: another host claimed the address while this one was away.
+        log.error({ err, network: net.name, address }, "address of a local endpoint is taken");
+      }
     }
   }
 
