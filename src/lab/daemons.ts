@@ -25,19 +25,13 @@ function clientOf(host: HostState): Client {
   return new Client({ host: hostUrl(host) });
 }
 
-export interface DaemonOptions {
-  logLevel: string;
-  /** pass the cluster flags (node name, advertise address) */
-  cluster: boolean;
-}
-
 /**
  * Starts the host's daemon with nsenter --net only: unlike `ip netns exec` it keeps the machine's
  * mount namespace, where the daemon's sandbox and image mounts must live to be seen (and removed)
  * by everyone. Detached in its own session, it outlives `lab up`. Resolves with its pid once the
  * API answers.
  */
-export async function startDaemon(lab: LabState, host: HostState, o: DaemonOptions): Promise<number> {
+export async function startDaemon(lab: LabState, host: HostState): Promise<number> {
   mkdirSync(host.dataRoot, { recursive: true });
   mkdirSync(host.execRoot, { recursive: true });
   mkdirSync(dirname(host.log), { recursive: true });
@@ -56,9 +50,14 @@ export async function startDaemon(lab: LabState, host: HostState, o: DaemonOptio
     "--dns",
     lab.labAddr,
     "--log-level",
-    o.logLevel,
+    lab.logLevel,
+    // Set also without a cluster, so that one formed later by hand names the hosts apart: they
+    // all share the machine's host name.
+    "--node-name",
+    host.name,
+    "--advertise-addr",
+    host.addr,
   ];
-  if (o.cluster) args.push("--node-name", host.name, "--advertise-addr", host.addr);
   const out = openSync(host.log, "a");
   let exited: string | undefined;
   try {
@@ -116,18 +115,11 @@ export async function daemonAnswers(host: HostState): Promise<boolean> {
 
 /** Makes `host` the cluster's first member; resolves with the etcd client address others join. */
 export async function clusterInit(host: HostState): Promise<string> {
-  const res = await clientOf(host).request<{ Addr: string }>("POST", "/ctnet/cluster/init", {
-    body: { AdvertiseAddr: host.addr },
-    signal: AbortSignal.timeout(API_TIMEOUT_MS),
-  });
-  return res.Addr;
+  return (await clientOf(host).clusterInit({ AdvertiseAddr: host.addr })).Addr;
 }
 
-export async function clusterJoin(host: HostState, addr: string, member: boolean): Promise<void> {
-  await clientOf(host).request("POST", "/ctnet/cluster/join", {
-    body: { Addr: addr, AdvertiseAddr: host.addr, Member: member },
-    signal: AbortSignal.timeout(API_TIMEOUT_MS),
-  });
+export function clusterJoin(host: HostState, addr: string, member: boolean): Promise<void> {
+  return clientOf(host).clusterJoin({ Addr: addr, AdvertiseAddr: host.addr, Member: member });
 }
 
 /**

@@ -49,6 +49,7 @@ import {
   terminate,
   unlinkFromUnderlay,
   unmount,
+  waitReaped,
 } from "./underlay.js";
 
 export interface UpOptions {
@@ -68,7 +69,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     throw new InvalidParameterError(
       `--members must be a whole number from 1 to the number of hosts (${o.hosts})`,
     );
-  const lab = createLab(o.name, { cluster: o.cluster, logLevel: o.logLevel });
+  const lab = createLab(o.name, o.logLevel);
   try {
     createUnderlay(lab);
     for (let i = 1; i <= o.hosts; i++) {
@@ -77,7 +78,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       saveLab(lab);
       plugIn(lab, host);
     }
-    const started = await Promise.allSettled(lab.hosts.map((h) => startDaemon(lab, h, daemonOptions(lab))));
+    const started = await Promise.allSettled(lab.hosts.map((h) => startDaemon(lab, h)));
     saveLab(lab);
     const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
     if (failed) throw failed.reason;
@@ -92,8 +93,6 @@ export async function labUp(o: UpOptions): Promise<LabState> {
     throw err;
   }
 }
-
-const daemonOptions = (lab: LabState) => ({ cluster: lab.cluster, logLevel: lab.logLevel });
 
 /** host1 starts the first etcd member; members join one at a time, as etcd adds them; clients after. */
 async function formCluster(lab: LabState, members: number): Promise<void> {
@@ -196,7 +195,9 @@ function hostOf(lab: LabState, name: string): HostState {
 export async function labStop(lab: LabState, name: string): Promise<void> {
   const host = hostOf(lab, name);
   if (!netnsExists(host.netns)) throw new ConflictError(`${name} of lab ${lab.name} is already stopped`);
-  await terminate(processesIn([netnsPath(host.netns)]), 0);
+  const pids = processesIn([netnsPath(host.netns)]);
+  await terminate(pids, 0);
+  await waitReaped(pids, 10_000);
   // Deleted from the bridge's side first: a namespace's links go asynchronously, and `lab start`
   // must find the port's name free.
   unlinkFromUnderlay(lab, host);
@@ -214,7 +215,7 @@ export async function labStart(lab: LabState, name: string): Promise<void> {
     plugIn(lab, host);
   }
   try {
-    await startDaemon(lab, host, daemonOptions(lab));
+    await startDaemon(lab, host);
   } finally {
     saveLab(lab);
   }

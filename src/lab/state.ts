@@ -57,8 +57,7 @@ export interface LabState {
   labAddr: string;
   runDir: string;
   dataDir: string;
-  /** whether the daemons run with the cluster flags (node name, advertise address) */
-  cluster: boolean;
+  /** the daemons' log level, kept for a host started again */
   logLevel: string;
   /** etcd client address of the cluster's first member, once formed */
   clusterAddr?: string;
@@ -118,7 +117,7 @@ export function nextFreeOctet(lab: LabState): number {
  * Claims the lab's name (its run directory, made exclusively) and a free underlay subnet, and
  * writes the first state. Throws ConflictError when a lab of that name exists.
  */
-export function createLab(name: string, daemons: { cluster: boolean; logLevel: string }): LabState {
+export function createLab(name: string, logLevel: string): LabState {
   checkLabName(name);
   mkdirSync(LAB_RUN_ROOT, { recursive: true });
   const runDir = runDirOf(name);
@@ -141,7 +140,7 @@ export function createLab(name: string, daemons: { cluster: boolean; logLevel: s
       labAddr: `${UNDERLAY_PREFIX}.${index}.${LAB_ADDRESS_OCTET}`,
       runDir,
       dataDir: join(LAB_DATA_ROOT, name),
-      ...daemons,
+      logLevel,
       hosts: [],
       machines: [],
     };

@@ -173,6 +173,22 @@ export async function waitGone(pids: number[], ms: number): Promise<boolean> {
   }
 }
 
+/**
+ * Waits until none of `pids` exists any more, zombies included. A killed daemon's zombie still
+ * answers kill(pid, 0), so a daemon started after it would take it for a live one holding its
+ * exec root; orphans are reaped by PID 1, which may take a moment.
+ */
+export async function waitReaped(pids: number[], ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = pids.filter((p) => existsSync(`/proc/${p}`));
+    if (left.length === 0) return;
+    if (Date.now() >= deadline)
+      throw new SystemError(`processes ${left.join(", ")} ended but were not reaped within ${ms / 1000} s`);
+    await sleep(50);
+  }
+}
+
 /** SIGTERM, then SIGKILL for whatever has not ended after `graceMs`; resolves when all are gone. */
 export async function terminate(pids: number[], graceMs: number): Promise<void> {
   if (pids.length === 0) return;

@@ -140,7 +140,14 @@ export class TestLab {
     return new Promise((resolve, reject) => {
       const data = body === undefined ? undefined : JSON.stringify(body);
       const req = request(
-        { socketPath, method, path, headers: data ? { "Content-Type": "application/json" } : {} },
+        {
+          socketPath,
+          method,
+          path,
+          // No pooled keep-alive socket: it would outlive a daemon restarted by `lab start`.
+          agent: false,
+          headers: data ? { "Content-Type": "application/json" } : {},
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));

@@ -17,7 +17,7 @@ describe("lab of three hosts", () => {
   let lab: TestLab;
 
   before(() => {
-    lab = TestLab.up({ hosts: 3, cluster: false });
+    lab = TestLab.up({ hosts: 3, members: 2 });
   });
   after(() => lab?.destroy());
 
@@ -43,6 +43,25 @@ describe("lab of three hosts", () => {
     assert.ok(pings(lab, "host1", h2.addr), "host1 → host2");
     assert.ok(pings(lab, "host1", h3.addr), "host1 → host3");
     assert.ok(pings(lab, "host3", h1.addr), "host3 → host1");
+  });
+
+  it("forms a cluster of the hosts, by their lab names", async () => {
+    const r = await lab.api("host2", "GET", "/ctnet/cluster");
+    assert.equal(r.status, 200, r.text);
+    const info = r.body as {
+      NodeName: string;
+      Role: string;
+      Hosts: { Name: string; Addr: string; State: string; Self: boolean }[];
+    };
+    assert.equal(info.NodeName, "host2");
+    assert.equal(info.Role, "member", "--members 2: host2 runs an etcd member");
+    assert.deepEqual(
+      info.Hosts.map((h) => [h.Name, h.Addr, h.State, h.Self]).sort(),
+      lab.state.hosts.map((h) => [h.name, h.addr, "ready", h.name === "host2"]),
+    );
+    assert.equal(((await lab.api("host3", "GET", "/ctnet/cluster")).body as { Role: string }).Role, "client");
+    const ls = lab.ok("host1", ["cluster", "ls"]);
+    for (const h of lab.state.hosts) assert.match(ls, new RegExp(`^${h.name}\\b.*\\bready\\b`, "m"));
   });
 
   it("runs ctnet and docker on a host against that host's daemon", () => {
@@ -83,7 +102,7 @@ describe("lab of three hosts", () => {
     assert.match(lab.lab("machine", ["internet"]).stderr, /already has a machine named internet/);
   });
 
-  it("fails a host and brings it back with its containers", () => {
+  it("fails a host and brings it back with its containers", async () => {
     lab.ok("host3", ["network", "create", "appnet"]);
     lab.ok("host3", ["run", "-d", "--name", "app", "--net", "appnet", "sleep", "300"]);
     const pid = Number(lab.ok("host3", ["inspect", "-f", "{{.State.Pid}}", "app"]));
@@ -101,11 +120,22 @@ describe("lab of three hosts", () => {
     // Reconcile put the container's interface back.
     assert.match(lab.ok("host3", ["exec", "app", "ip", "-o", "-4", "addr", "show", "eth0"]), /inet 172\./);
     assert.match(lab.lab("start", ["host3"]).stderr, /host3 of lab \S+ is running/);
+    // It rejoined the cluster from its own configuration.
+    const info = (await lab.api("host3", "GET", "/ctnet/cluster")).body as { Role: string; NodeName: string };
+    assert.deepEqual([info.NodeName, info.Role], ["host3", "client"]);
   });
 
-  it("keeps a second lab beside the first, on its own subnet", () => {
-    const second = TestLab.up({ hosts: 1, cluster: false });
+  it("keeps a second lab beside the first, on its own subnet and cluster", async () => {
+    const second = TestLab.up({ hosts: 1 });
     try {
+      // Its own cluster: host1 of one lab is not host1 of the other.
+      const hosts = (await second.api("host1", "GET", "/ctnet/cluster")).body as {
+        Hosts: { Addr: string }[];
+      };
+      assert.deepEqual(
+        hosts.Hosts.map((h) => h.Addr),
+        [second.host("host1").addr],
+      );
       assert.notEqual(second.state.subnet, lab.state.subnet);
       assert.ok(pings(second, "host1", second.state.labAddr));
       assert.ok(!pings(second, "host1", lab.host("host1").addr), "labs do not reach each other");

@@ -19,7 +19,6 @@ function lab(): LabState {
     labAddr: "100.64.7.254",
     runDir: "/run/ctnet-lab/demo",
     dataDir: "/var/lib/ctnet-lab/demo",
-    cluster: true,
     logLevel: "info",
     hosts: [],
     machines: [],
