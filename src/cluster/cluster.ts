@@ -13,13 +13,17 @@ import {
   endpointKey,
   HOSTS,
   hostKey,
+  LEADER,
   MEMBERS,
   memberKey,
   NETWORKS,
   networkKey,
   PREFIX,
   REGISTRY,
+  SERVICES,
   splitAddressKey,
+  TASK_STATUS,
+  TASKS,
 } from "./keys.js";
 import {
   type AddressClaim,
@@ -27,6 +31,9 @@ import {
   type ClusterHost,
   type ClusterMember,
   type Registry,
+  type ServiceRecord,
+  type TaskRecord,
+  type TaskStatus,
   VXLAN_ID_OPTION,
 } from "./types.js";
 
@@ -46,7 +53,15 @@ export interface ClusterListener {
   address(kind: WatchKind, networkId: string, address: string, claim: AddressClaim | undefined): void;
   /** The host's lease was lost (etcd unreachable longer than the TTL) and a new one granted. */
   leaseRenewed(): void;
+  /** Services, tasks, task statuses or the leader changed (the mirror holds the new state). */
+  services?(change: ServiceChange): void;
 }
+
+export type ServiceChange =
+  | { what: "service"; kind: WatchKind; id: string; service: ServiceRecord | undefined }
+  | { what: "task"; kind: WatchKind; id: string; task: TaskRecord | undefined }
+  | { what: "status"; kind: WatchKind; id: string; status: TaskStatus | undefined }
+  | { what: "leader"; kind: WatchKind; leader: string };
 
 const parse = <T>(kv: IKeyValue): T => JSON.parse(kv.value.toString()) as T;
 
@@ -64,6 +79,11 @@ export class Cluster {
   readonly endpoints = new Map<string, ClusterEndpoint>();
   /** "<network>/<address>" → claim */
   readonly addresses = new Map<string, AddressClaim>();
+  readonly services = new Map<string, ServiceRecord>();
+  readonly tasks = new Map<string, TaskRecord>();
+  readonly taskStatuses = new Map<string, TaskStatus>();
+  /** the host that runs the scheduler now, "" if none */
+  leader = "";
   private lease: Lease;
   private watcher: Watcher | undefined;
   private listener: ClusterListener | undefined;
@@ -235,6 +255,31 @@ export class Cluster {
       else this.endpoints.delete(id);
       return e ? (l) => l?.endpoint(kind, e) : undefined;
     }
+    if (key.startsWith(SERVICES)) {
+      const id = key.slice(SERVICES.length);
+      const service = put ? parse<ServiceRecord>(kv) : undefined;
+      if (service) this.services.set(id, service);
+      else this.services.delete(id);
+      return (l) => l?.services?.({ what: "service", kind, id, service });
+    }
+    if (key.startsWith(TASKS)) {
+      const id = key.slice(TASKS.length);
+      const task = put ? parse<TaskRecord>(kv) : undefined;
+      if (task) this.tasks.set(id, task);
+      else this.tasks.delete(id);
+      return (l) => l?.services?.({ what: "task", kind, id, task });
+    }
+    if (key.startsWith(TASK_STATUS)) {
+      const id = key.slice(TASK_STATUS.length);
+      const status = put ? parse<TaskStatus>(kv) : undefined;
+      if (status) this.taskStatuses.set(id, status);
+      else this.taskStatuses.delete(id);
+      return (l) => l?.services?.({ what: "status", kind, id, status });
+    }
+    if (key === LEADER) {
+      this.leader = put ? kv.value.toString() : "";
+      return (l) => l?.services?.({ what: "leader", kind, leader: this.leader });
+    }
     if (key.startsWith(ADDRESSES)) {
       const parts = splitAddressKey(key);
       if (!parts) return undefined;
@@ -305,23 +350,29 @@ export class Cluster {
    * Claims an address for an endpoint of this host; false if another endpoint holds it. A claim
    * this endpoint already holds (a restarted daemon) moves to the current lease.
    */
-  async claimAddress(networkId: string, address: string, endpoint: string): Promise<boolean> {
+  async claimAddress(
+    networkId: string,
+    address: string,
+    endpoint: string,
+    o: { permanent?: boolean } = {},
+  ): Promise<boolean> {
     const key = addressKey(networkId, address);
     const claim: AddressClaim = { endpoint, host: this.nodeName };
     const value = JSON.stringify(claim);
-    const lease = await this.leaseId();
-    const txn = await this.client
-      .if(key, "Create", "==", 0)
-      .then(this.client.put(key).value(value).lease(lease))
-      .else(this.client.get(key))
-      .commit();
+    // A service's virtual IP outlives the host that claimed it; an endpoint's address does not.
+    const lease = o.permanent ? undefined : await this.leaseId();
+    const put = () => {
+      const p = this.client.put(key).value(value);
+      return lease ? p.lease(lease) : p;
+    };
+    const txn = await this.client.if(key, "Create", "==", 0).then(put()).else(this.client.get(key)).commit();
     if (txn.succeeded) {
       this.addresses.set(`${networkId}/${address}`, claim);
       return true;
     }
     const held = txn.responses[0]?.response_range?.kvs[0];
     if (held && parse<AddressClaim>(held).endpoint === endpoint) {
-      await this.client.put(key).value(value).lease(lease);
+      await put();
       return true;
     }
     return false;
@@ -347,6 +398,16 @@ export class Cluster {
 
   endpointsOn(networkId: string): ClusterEndpoint[] {
     return [...this.endpoints.values()].filter((e) => e.networkId === networkId);
+  }
+
+  /** The etcd client, for the services layer's own reads and transactions on its keys. */
+  get etcd(): Etcd3 {
+    return this.client;
+  }
+
+  /** The id of this host's current lease, for keys that must vanish with the host. */
+  currentLease(): Promise<string> {
+    return this.leaseId();
   }
 
   /** Removes this host's etcd member, unless it is the last one (then the cluster ends with it). */

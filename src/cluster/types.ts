@@ -46,3 +46,61 @@ export interface Registry {
 
 /** Docker's option that holds an overlay network's VXLAN id (shown by `network inspect`). */
 export const VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list";
+
+/** A port a service publishes: on every host through the routing mesh, or on its tasks' hosts. */
+export interface ServicePort {
+  mode: "ingress" | "host";
+  protocol: "tcp" | "udp";
+  published: number;
+  target: number;
+}
+
+/** A service's desired state, written by whoever handles create/update/scale. */
+export interface ServiceRecord {
+  id: string;
+  name: string;
+  created: string;
+  updated: string;
+  /** bumped on every change, for Docker's Version.Index */
+  version: number;
+  /** image reference, or "" for the host's filesystem (ctnet's image-less containers) */
+  image: string;
+  cmd: string[];
+  env: string[];
+  labels: Record<string, string>;
+  replicas: number;
+  /** ids of the global networks its tasks join, in order */
+  networks: string[];
+  endpointMode: "vip" | "dnsrr";
+  ports: ServicePort[];
+  /** network id → the service's virtual IP there (vip mode; the ingress network too when it publishes) */
+  vips: Record<string, string>;
+}
+
+/** A task as the scheduler decides it: which slot of which service runs where. Written by the scheduler only. */
+export interface TaskRecord {
+  id: string;
+  serviceId: string;
+  slot: number;
+  /** "" while no host can take it */
+  host: string;
+  desired: "running" | "shutdown";
+  /** why it waits (no host fits), for `service ps` */
+  pending: string;
+  created: string;
+}
+
+/**
+ * A task as its host reports it. Written only by the task's host, on that host's lease: a host that
+ * dies takes its tasks' statuses with it, which is how the scheduler and the load balancers learn.
+ */
+export interface TaskStatus {
+  id: string;
+  host: string;
+  state: "starting" | "running" | "failed" | "shutdown";
+  message: string;
+  containerId: string;
+  /** network id → the task's address on it */
+  addresses: Record<string, string>;
+  updated: string;
+}

@@ -76,6 +76,11 @@ export class ClusterOps {
     await this.sync.publishLocal(cluster);
     await cluster.dropPreviousLease();
     await cluster.listen(this.sync);
+    this.announce("joined");
+  }
+
+  private announce(what: "joined" | "left"): void {
+    for (const hook of this.ctx.serviceHooks) hook({ what });
   }
 
   init(advertiseAddr: string | undefined): Promise<{ NodeName: string; Addr: string }> {
@@ -137,6 +142,7 @@ export class ClusterOps {
     await cluster.dropPreviousLease();
     await cluster.listen(this.sync);
     log.info({ node: cfg.nodeName, store: cfg.endpoints, member: Boolean(cfg.member) }, "cluster joined");
+    this.announce("joined");
   }
 
   leave(): Promise<void> {
@@ -161,6 +167,7 @@ export class ClusterOps {
       }
       removeClusterConfig(this.ctx.paths.dataRoot);
       this.ctx.cluster = undefined;
+      this.announce("left");
       for (const net of [...this.ctx.networks.values()]) {
         if (net.scope === "global") await this.sync.forget(net.id);
       }

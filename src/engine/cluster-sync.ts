@@ -1,4 +1,4 @@
-import type { Cluster, ClusterListener } from "../cluster/cluster.js";
+import type { Cluster, ClusterListener, ServiceChange } from "../cluster/cluster.js";
 import type { ClusterEndpoint } from "../cluster/types.js";
 import { OverlayDriver } from "../drivers/overlay/overlay.js";
 import { log } from "../log.js";
@@ -120,6 +120,10 @@ export class ClusterSync implements ClusterListener {
       const pool = net?.pools.find((p) => p.family === (address.includes(":") ? 6 : 4));
       if (!mine && pool) this.ctx.globalIpam.releaseAddress(networkId, pool.subnet, address);
     });
+  }
+
+  services(change: ServiceChange): void {
+    for (const hook of this.ctx.serviceHooks) hook(change);
   }
 
   leaseRenewed(): void {

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import type { Cluster } from "../cluster/cluster.js";
+import type { Cluster, ServiceChange } from "../cluster/cluster.js";
 import type { Driver } from "../drivers/driver.js";
 import { NotFoundError } from "../errors.js";
 import type { Firewall } from "../firewall/firewall.js";
@@ -28,6 +28,11 @@ export class EngineContext {
   readonly endpoints = new Map<string, EndpointRecord>();
   /** this host's seat in a cluster; undefined while the host is in none */
   cluster: Cluster | undefined;
+  /**
+   * The services layer's ears: called (outside the engine's lock) on every change of services,
+   * tasks, task statuses or the scheduler's leader, and when this host joins or leaves a cluster.
+   */
+  readonly serviceHooks = new Set<(change: ServiceChange | { what: "joined" } | { what: "left" }) => void>();
 
   constructor(
     readonly paths: EnginePaths,
