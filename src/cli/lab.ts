@@ -58,7 +58,8 @@ export function registerLab(program: Command): void {
       ];
       if (l.clusterAddr) {
         const members = opts.members > 1 ? `host1 … host${opts.members} run etcd members` : "host1 runs etcd";
-        lines.push(`Cluster: ${members} (${l.clusterAddr}); the other hosts joined as clients.`);
+        const clients = opts.members < l.hosts.length ? "; the other hosts joined as clients" : "";
+        lines.push(`Cluster: ${members} (first at ${l.clusterAddr})${clients}.`);
       }
       lines.push(
         "",
