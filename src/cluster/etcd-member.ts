@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { SystemError } from "../errors.js";
 import { log } from "../log.js";
+import { isRunning } from "../runtime/process.js";
 import type { EtcdMemberSpec } from "./config.js";
 
 const ETCD = "etcd";
@@ -34,7 +35,7 @@ export class EtcdMember {
     }
     try {
       const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-      return comm === ETCD ? pid : undefined;
+      return comm === ETCD && isRunning(pid) ? pid : undefined;
     } catch {
       return undefined;
     }

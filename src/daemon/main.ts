@@ -1,8 +1,9 @@
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { listen, parseHost } from "../api/server.js";
 import { Engine } from "../engine/engine.js";
 import { log } from "../log.js";
+import { isRunning } from "../runtime/process.js";
 
 export interface DaemonOptions {
   dataRoot: string;
@@ -19,13 +20,8 @@ export interface DaemonOptions {
 function claimPidFile(path: string): void {
   try {
     const pid = Number(readFileSync(path, "utf8").trim());
-    if (pid > 0 && pid !== process.pid) {
-      try {
-        process.kill(pid, 0);
-        throw new Error(`another ctnet daemon (pid ${pid}) is running with this exec root (${path})`);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
-      }
+    if (pid > 0 && pid !== process.pid && isRunning(pid)) {
+      throw new Error(`another ctnet daemon (pid ${pid}) is running with this exec root (${path})`);
     }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
@@ -37,17 +33,29 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   if (o.logLevel) log.level = o.logLevel;
   parseHost(o.host);
   const started = Date.now();
-  const engine = await Engine.open({
-    dataRoot: o.dataRoot,
-    execRoot: o.execRoot,
-    dns: o.dns,
-    ...(o.nodeName ? { nodeName: o.nodeName } : {}),
-    ...(o.clusterStore ? { clusterStore: o.clusterStore } : {}),
-    ...(o.advertiseAddr ? { advertiseAddr: o.advertiseAddr } : {}),
-  });
+  // Claimed first: a second daemon must be refused before it reconciles anything.
+  mkdirSync(o.execRoot, { recursive: true, mode: 0o755 });
   const pidFile = join(o.execRoot, "ctnet.pid");
   claimPidFile(pidFile);
-  const server = await listen(engine, o.host);
+  let engine: Engine;
+  let server: Awaited<ReturnType<typeof listen>>;
+  try {
+    engine = await Engine.open({
+      dataRoot: o.dataRoot,
+      execRoot: o.execRoot,
+      dns: o.dns,
+      ...(o.nodeName ? { nodeName: o.nodeName } : {}),
+      ...(o.clusterStore ? { clusterStore: o.clusterStore } : {}),
+      ...(o.advertiseAddr ? { advertiseAddr: o.advertiseAddr } : {}),
+    });
+    server = await listen(engine, o.host);
+  } catch (err) {
+    // Half-opened parts (the etcd client, resolvers' sockets) would keep a daemon that serves
+    // nothing alive, holding what the next start needs: exit instead.
+    rmSync(pidFile, { force: true });
+    process.stderr.write(`ctnet daemon: cannot start: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
   log.info(
     { host: o.host, dataRoot: o.dataRoot, execRoot: o.execRoot, ms: Date.now() - started },
     "ctnet daemon ready",

@@ -139,6 +139,8 @@ export class TestDaemon {
       const req = request(
         {
           socketPath: this.socket,
+          // A pooled connection would outlive a restarted daemon and fail the next call.
+          agent: false,
           method,
           path,
           headers: data ? { "Content-Type": "application/json" } : {},
