@@ -13,6 +13,7 @@ import { log } from "../log.js";
 import { ClusterSync } from "./cluster-sync.js";
 import type { EngineContext } from "./context.js";
 import { requireCluster } from "./global-networks.js";
+import { INGRESS_SANDBOX } from "./ingress-sandbox.js";
 import type { Networks } from "./networks.js";
 
 const CLIENT_PORT = 2379;
@@ -148,8 +149,9 @@ export class ClusterOps {
   leave(): Promise<void> {
     return this.ctx.lock.run(async () => {
       const cluster = requireCluster(this.ctx.cluster, "cluster");
+      // The ingress sandbox is no container: the routing mesh takes it down once the host has left.
       const busy = [...this.ctx.endpoints.values()].filter(
-        (e) => this.ctx.networks.get(e.networkId)?.scope === "global",
+        (e) => this.ctx.networks.get(e.networkId)?.scope === "global" && e.containerId !== INGRESS_SANDBOX,
       );
       if (busy.length > 0) {
         const names = busy.map((e) => this.ctx.containers.get(e.containerId)?.name ?? e.containerId);

@@ -4,6 +4,7 @@ import { OverlayDriver } from "../drivers/overlay/overlay.js";
 import { log } from "../log.js";
 import type { EngineContext } from "./context.js";
 import { clusterEndpoint } from "./global-networks.js";
+import { INGRESS_ENDPOINT_NAME, INGRESS_SANDBOX, ingressClusterEndpoint } from "./ingress-sandbox.js";
 import type { Networks } from "./networks.js";
 
 /**
@@ -37,16 +38,21 @@ export class ClusterSync implements ClusterListener {
     for (const ep of this.ctx.endpoints.values()) {
       const net = this.ctx.networks.get(ep.networkId);
       const c = this.ctx.containers.get(ep.containerId);
-      if (net?.scope !== "global" || !c) continue;
+      const ingress = ep.containerId === INGRESS_SANDBOX;
+      if (net?.scope !== "global" || (!c && !ingress)) continue;
       for (const address of [ep.ipv4, ep.ipv6]) {
         if (address && !(await cluster.claimAddress(net.id, address, ep.id))) {
           log.error(
-            { container: c.name, network: net.name, address },
+            { container: c?.name ?? INGRESS_ENDPOINT_NAME, network: net.name, address },
             "another host took this container's address while this host was away",
           );
         }
       }
-      await cluster.publishEndpoint(clusterEndpoint(cluster, ep, c));
+      await cluster.publishEndpoint(
+        c
+          ? clusterEndpoint(cluster, ep, c)
+          : ingressClusterEndpoint(cluster.nodeName, cluster.advertiseAddr, ep),
+      );
     }
   }
 

@@ -3,6 +3,7 @@ import type { Cluster, ServiceChange } from "../cluster/cluster.js";
 import type { Driver } from "../drivers/driver.js";
 import { NotFoundError } from "../errors.js";
 import type { Firewall } from "../firewall/firewall.js";
+import type { FirewallPort } from "../firewall/model.js";
 import type { Ipam } from "../ipam/index.js";
 import type { Netlink } from "../kernel/netlink.js";
 import type { PortAllocator } from "../ports/allocator.js";
@@ -33,6 +34,8 @@ export class EngineContext {
    * tasks, task statuses or the scheduler's leader, and when this host joins or leaves a cluster.
    */
   readonly serviceHooks = new Set<(change: ServiceChange | { what: "joined" } | { what: "left" }) => void>();
+  /** The routing mesh's published ports on this host, DNATed to the ingress sandbox (engine/service-lb.ts). */
+  ingressPorts: FirewallPort[] = [];
 
   constructor(
     readonly paths: EnginePaths,

@@ -30,6 +30,7 @@ import { newGlobalIpam } from "./global-networks.js";
 import { DEFAULT_BRIDGE_SUBNET, Networks } from "./networks.js";
 import { reconcile } from "./reconcile.js";
 import { Sandboxes } from "./sandboxes.js";
+import { ServiceLb } from "./service-lb.js";
 
 export interface EngineOptions extends EnginePaths {
   /** upstream DNS servers for containers without --dns (the daemon's --dns) */
@@ -64,6 +65,8 @@ export class Engine {
     readonly images: ImageStore,
     private readonly dns: DnsServer,
     readonly cluster: ClusterOps,
+    /** services' VIPs and routing mesh; the services layer reserves mesh ports through it */
+    readonly serviceLb: ServiceLb,
   ) {}
 
   static async open(o: EngineOptions): Promise<Engine> {
@@ -118,13 +121,16 @@ export class Engine {
       ...(o.clusterStore ? { clusterStore: o.clusterStore } : {}),
       ...(o.advertiseAddr ? { advertiseAddr: o.advertiseAddr } : {}),
     });
+    const serviceLb = new ServiceLb(ctx, networks, sandboxes);
+    serviceLb.listen();
     writeSysctl("net.ipv4.ip_forward", "1");
     await cluster.connectAtStart();
     await ctx.lock.run(() => reconcile(ctx, networks, containers));
     await cluster.followAtStart();
+    await serviceLb.start();
     if ([...ctx.networks.values()].some((n) => n.enableIPv6))
       writeSysctl("net.ipv6.conf.all.forwarding", "1");
-    return new Engine(ctx, networks, containers, images, dns, cluster);
+    return new Engine(ctx, networks, containers, images, dns, cluster, serviceLb);
   }
 
   /** Stops following containers and closes sockets; containers and kernel state stay as they are. */

@@ -54,15 +54,22 @@ const familyOf = (cidr: string): 4 | 6 => (cidr.includes(":") ? 6 : 4);
 export const endpointGateway = (net: NetworkRecord, pool: PoolRecord): string =>
   net.driver === "bridge" ? defaultGateway(pool) : pool.gateway;
 
-/** The firewall's desired state, from the records: networks, their ports with ICC off, published ports. */
+/**
+ * The firewall's desired state, from the records: networks, their ports with ICC off, published
+ * ports (containers' and the routing mesh's).
+ */
 export function firewallState(
   networks: Iterable<NetworkRecord>,
   endpoints: Iterable<EndpointRecord>,
   containers: Iterable<ContainerRecord>,
+  ingressPorts: FirewallPort[] = [],
 ): FirewallState {
   const eps = [...endpoints];
   const nets = [...networks];
-  const out: FirewallState = { networks: [], ports: publishedPorts(nets, eps, containers) };
+  const out: FirewallState = {
+    networks: [],
+    ports: [...publishedPorts(nets, eps, containers), ...ingressPorts],
+  };
   for (const n of nets) {
     if (n.driver !== "bridge" || !n.device) continue;
     const s = bridgeSettings(n);
@@ -168,7 +175,12 @@ export class Networks {
 
   applyFirewall(): void {
     this.ctx.firewall.update(
-      firewallState(this.ctx.networks.values(), this.ctx.endpoints.values(), this.ctx.containers.values()),
+      firewallState(
+        this.ctx.networks.values(),
+        this.ctx.endpoints.values(),
+        this.ctx.containers.values(),
+        this.ctx.ingressPorts,
+      ),
     );
   }
 

@@ -7,6 +7,7 @@ import { log } from "../log.js";
 import { isAlive, readExitCode } from "../runtime/process.js";
 import type { Containers } from "./containers.js";
 import type { EngineContext } from "./context.js";
+import { INGRESS_SANDBOX } from "./ingress-sandbox.js";
 import { firewallState, type Networks } from "./networks.js";
 import type { ContainerRecord, EndpointRecord, NetworkRecord } from "./types.js";
 
@@ -31,7 +32,9 @@ export async function reconcile(
   for (const e of [...ctx.endpoints.values()]) {
     const net = ctx.networks.get(e.networkId);
     const c = ctx.containers.get(e.containerId);
-    if (!net || !c || c.state.status !== "running") {
+    // The ingress sandbox has no container; the routing mesh repairs or removes it once the cluster is followed.
+    const live = c?.state.status === "running" || e.containerId === INGRESS_SANDBOX;
+    if (!net || !live) {
       await ctx.dropEndpoint(e.id);
       continue;
     }
