@@ -60,7 +60,7 @@ export interface DnsRun {
   stealCpu: number;
 }
 
-interface PerfOut {
+export interface PerfOut {
   sent: number;
   completed: number;
   lost: number;
@@ -85,13 +85,22 @@ function field(text: string, label: string): string {
   return m[1].trim();
 }
 
-/** Runs dnsperf in the container through `ctnet exec`, streaming -v lines into a latency list. */
-function dnsperf(d: TestDaemon, container: string, args: string[], timeoutMs: number): Promise<PerfOut> {
+/**
+ * Runs dnsperf against `server` where `prefix` runs it (`ctnet exec CONTAINER`, or `nsenter
+ * --net=PATH` for a container of another system), streaming -v lines into a latency list.
+ */
+export function dnsperf(
+  prefix: string[],
+  env: NodeJS.ProcessEnv,
+  server: string,
+  args: string[],
+  timeoutMs: number,
+): Promise<PerfOut> {
   return new Promise((resolvePerf, reject) => {
     // `times` (POSIX sh) reports dnsperf's CPU time on stderr, to tell whether the client saturated.
-    const script = 'dnsperf -s 127.0.0.11 "$@"; rc=$?; times >&2; exit $rc';
-    const child = spawn(CTNET, ["exec", container, "sh", "-c", script, "sh", ...args], {
-      env: { ...process.env, CTNET_HOST: d.host },
+    const script = 'dnsperf -s "$0" "$@"; rc=$?; times >&2; exit $rc';
+    const child = spawn(prefix[0] as string, [...prefix.slice(1), "sh", "-c", script, server, ...args], {
+      env,
       stdio: ["ignore", "pipe", "pipe"],
     });
     const latencies: number[] = [];
@@ -144,14 +153,14 @@ function dnsperf(d: TestDaemon, container: string, args: string[], timeoutMs: nu
 }
 
 /** utime + stime of a process, in clock ticks (100 per second on Linux). */
-function cpuTicks(pid: number): number {
+export function cpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return Number(f[11]) + Number(f[12]);
 }
 
 /** [busy, total, steal] jiffies of all CPUs (busy includes steal: time another VM had our CPU). */
-function machineTicks(): [number, number, number] {
+export function machineTicks(): [number, number, number] {
   const f = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "")
     .trim()
     .split(/\s+/)
@@ -185,6 +194,8 @@ export async function benchDns(o: DnsOptions): Promise<{ runs: DnsRun[]; file: s
     Object.fromEntries(forwarded.map((n, i) => [n, `192.0.2.${i + 1}`])),
   );
   const runs: DnsRun[] = [];
+  const perf = (args: string[], timeoutMs: number) =>
+    dnsperf([CTNET, "exec", "client"], { ...process.env, CTNET_HOST: d.host }, "127.0.0.11", args, timeoutMs);
   let profile: ReturnType<typeof largestProfileSummary>;
   try {
     const net = await d.api("POST", "/networks/create", {
@@ -216,7 +227,7 @@ export async function benchDns(o: DnsOptions): Promise<{ runs: DnsRun[]; file: s
 
     // A short warm-up that also checks every name answers NOERROR.
     for (const file of Object.values(files)) {
-      const w = await dnsperf(d, "client", ["-d", file, "-l", "2", "-q", "10"], 30_000);
+      const w = await perf(["-d", file, "-l", "2", "-q", "10"], 30_000);
       if (!/^NOERROR \d+ \(100\.00%\)$/.test(w.rcodes) || w.lost > 0)
         throw new Error(`warm-up with ${file}: ${w.rcodes}, ${w.lost} lost`);
     }
@@ -235,7 +246,7 @@ export async function benchDns(o: DnsOptions): Promise<{ runs: DnsRun[]; file: s
         const cpu0 = cpuTicks(daemonPid);
         const m0 = machineTicks();
         const t0 = Date.now();
-        const r = await dnsperf(d, "client", ["-d", file, ...common, ...extra], (o.seconds + 60) * 1000);
+        const r = await perf(["-d", file, ...common, ...extra], (o.seconds + 60) * 1000);
         const wall = (Date.now() - t0) / 1000;
         const m1 = machineTicks();
         const lat = r.latencies.sort((a, b) => a - b);

@@ -7,15 +7,22 @@
  * - dns (issue 3, scripts/bench-dns.ts, bench-results/dns.json): dnsperf against the embedded
  *   resolver inside a container;
  * - ports (issue 3, scripts/bench-ports.ts, bench-results/ports.json): time to publish the 1st,
- *   100th and 10,000th port.
- * Usage: npm run bench [-- --only api,dns,ports --fill 1000 --rounds 50 --dns-seconds 10
- *   --ports-total 10000 …]; `npm run bench -- --help` lists the options.
+ *   100th and 10,000th port;
+ * - peers (issue 6, with --peers; scripts/peers/, bench-results/peers.json and docs/benchmarks.md):
+ *   the same workloads on ctnet, Docker, Podman and the CNI bridge plugin, interleaved;
+ * - cluster (issue 5, scripts/bench-cluster.ts, bench-results/cluster.json; not in the default set):
+ *   convergence across lab hosts and overlay throughput, in labs of `ctnet lab`.
+ * Usage: npm run bench [-- --peers --only api,dns,ports,peers --fill 1000 --rounds 50
+ *   --dns-seconds 10 --ports-total 10000 …]; `npm run bench -- --help` lists the options.
  */
 import { parseArgs } from "node:util";
 import { TestDaemon } from "../test/helpers/daemon.js";
+import { benchCluster, clusterTables } from "./bench-cluster.js";
 import { benchDns, dnsTable } from "./bench-dns.js";
 import { benchPorts, portsTables } from "./bench-ports.js";
 import { type Stat, stat, timed, writeResult } from "./bench-util.js";
+import { benchPeers, PEER_IDS, WORKLOAD_IDS } from "./peers/run.js";
+import type { SystemId } from "./peers/systems.js";
 
 const OPTIONS = {
   only: { type: "string", default: "api,dns,ports" },
@@ -31,6 +38,24 @@ const OPTIONS = {
   "ports-per-container": { type: "string", default: "100" },
   "ports-probes": { type: "string", default: "5" },
   "ports-profile": { type: "boolean", default: false },
+  peers: { type: "boolean", default: false },
+  "peer-systems": { type: "string", default: PEER_IDS.join(",") },
+  "peer-workloads": { type: "string", default: WORKLOAD_IDS.join(",") },
+  "peer-rounds": { type: "string", default: "30" },
+  "peer-fill": { type: "string", default: "200" },
+  "peer-ports-total": { type: "string", default: "1000" },
+  "peer-ports-probes": { type: "string", default: "5" },
+  "peer-dns-seconds": { type: "string", default: "10" },
+  "peer-dns-rounds": { type: "string", default: "2" },
+  "peer-dns-rate": { type: "string", default: "10000" },
+  "peer-iperf-seconds": { type: "string", default: "5" },
+  "peer-iperf-rounds": { type: "string", default: "2" },
+  "cluster-hosts": { type: "string", default: "3,10" },
+  "cluster-rounds": { type: "string", default: "100" },
+  "cluster-seconds": { type: "string", default: "120" },
+  "cluster-round-timeout": { type: "string", default: "5000" },
+  "cluster-iperf-seconds": { type: "string", default: "5" },
+  "cluster-iperf-runs": { type: "string", default: "3" },
   help: { type: "boolean", default: false },
 } as const;
 
@@ -44,7 +69,9 @@ if (values.help) {
   process.exit(0);
 }
 const ONLY = new Set(values.only.split(","));
-for (const part of ONLY) if (!["api", "dns", "ports"].includes(part)) throw new Error(`unknown part ${part}`);
+if (values.peers) ONLY.add("peers");
+for (const part of ONLY)
+  if (!["api", "dns", "ports", "peers", "cluster"].includes(part)) throw new Error(`unknown part ${part}`);
 const FILL = Number(values.fill);
 const ROUNDS = Number(values.rounds);
 
@@ -163,6 +190,52 @@ async function main(): Promise<void> {
       profile: values["ports-profile"],
     });
     console.log(`\n${portsTables(r)}`);
+  }
+  if (ONLY.has("peers")) {
+    const list = <T extends string>(k: keyof typeof values, allowed: readonly T[]): T[] => {
+      const xs = String(values[k])
+        .split(",")
+        .filter((x) => x !== "");
+      for (const x of xs)
+        if (!allowed.includes(x as T)) throw new Error(`--${k}: unknown ${x} (one of ${allowed.join(", ")})`);
+      return xs as T[];
+    };
+    const r = await benchPeers(
+      {
+        peers: list<SystemId>("peer-systems", PEER_IDS),
+        workloads: new Set(list("peer-workloads", WORKLOAD_IDS)),
+      },
+      {
+        rounds: n("peer-rounds"),
+        ctnetFill: FILL,
+        peerFill: n("peer-fill"),
+        ctnetPorts: n("ports-total"),
+        peerPorts: n("peer-ports-total"),
+        portsProbes: n("peer-ports-probes"),
+        dnsSeconds: n("peer-dns-seconds"),
+        dnsRounds: n("peer-dns-rounds"),
+        dnsRate: n("peer-dns-rate"),
+        dnsNames: n("dns-names"),
+        iperfSeconds: n("peer-iperf-seconds"),
+        iperfRounds: n("peer-iperf-rounds"),
+      },
+    );
+    if (r.failures.length > 0 || !r.host.unchanged) process.exitCode = 1;
+  }
+  if (ONLY.has("cluster")) {
+    const r = await benchCluster({
+      hosts: String(values["cluster-hosts"])
+        .split(",")
+        .filter((x) => x !== "")
+        .map(Number),
+      rounds: n("cluster-rounds"),
+      seconds: n("cluster-seconds"),
+      roundTimeoutMs: n("cluster-round-timeout"),
+      iperfSeconds: n("cluster-iperf-seconds"),
+      // 0 skips the throughput part.
+      iperfRuns: Number(values["cluster-iperf-runs"]) === 0 ? 0 : n("cluster-iperf-runs"),
+    });
+    console.log(`\n${clusterTables(r)}`);
   }
 }
 

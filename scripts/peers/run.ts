@@ -1,0 +1,175 @@
+/**
+ * `npm run bench -- --peers`: ctnet side by side with Docker (Debian's docker.io), Podman
+ * (netavark/aardvark-dns) and the CNI bridge plugin, on the same machine in the same run.
+ *
+ * Installs the peers' Debian packages when missing, starts each system in its own host network
+ * namespace (dockerd through `nsenter --net`, with its own data and exec roots and a stub DNS
+ * upstream), imports one busybox image (scripts/busybox-image.sh) into each, runs the workloads
+ * (scripts/peers/workloads.ts) interleaved, removes every system and checks that the machine's own
+ * network is as it was. Writes bench-results/peers.json and the peers section of
+ * docs/benchmarks.md with its plots.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { machine, round, writeResult } from "../bench-util.js";
+import {
+  ensurePackages,
+  existingPaths,
+  must,
+  networkPicture,
+  PEER_PACKAGES,
+  pictureDiff,
+  STRAY_PATHS,
+  versionOf,
+} from "./host.js";
+import { mainTable, type PeersResult, writeDocs } from "./report.js";
+import { CniSystem, CtnetSystem, DockerSystem, PodmanSystem, type System, type SystemId } from "./systems.js";
+import { type Context, PENDING, type PeerOptions, runWorkloads, WORKLOADS } from "./workloads.js";
+
+export const PEER_IDS: SystemId[] = ["docker", "podman", "cni"];
+export const WORKLOAD_IDS = WORKLOADS.map((w) => w.id);
+
+/** Facts about this kernel that no workload shows, for the report. */
+const KERNEL_LIMITS = [
+  {
+    system: "Docker",
+    what: "service VIPs and the routing mesh",
+    why: "a one-node swarm forms and its overlay and DNS round robin work, but VIPs and the ingress mesh need IPVS, which this kernel lacks; not measured",
+  },
+  {
+    system: "all",
+    what: "ipvlan and 802.1Q parents",
+    why: "the kernel answers 'operation not supported' to every system (macvlan on a veth works)",
+  },
+];
+
+function cutNotes(o: PeerOptions): { system: string; what: string; why: string }[] {
+  const out: { system: string; what: string; why: string }[] = [];
+  if (o.peerFill < o.ctnetFill)
+    out.push({
+      system: "Docker, Podman, CNI",
+      what: "fill",
+      why: `filled to ${o.peerFill} containers (ctnet to ${o.ctnetFill}): at ~0.2-0.5 s per start plus removal, 1,000 would take Docker alone ~15 min of the 30-minute budget (\`--peer-fill\` raises it)`,
+    });
+  if (o.peerPorts < o.ctnetPorts)
+    out.push({
+      system: "Docker, Podman, CNI",
+      what: "published ports",
+      why: `cut at ${o.peerPorts.toLocaleString("en")} ports (ctnet to ${o.ctnetPorts.toLocaleString("en")}): Docker's default userland proxy runs one docker-proxy process per published port and adds iptables rules per port, and the portmap plugin re-reads the iptables ruleset on every ADD, so 10,000 ports cost minutes and thousands of processes (\`--peer-ports-total\` raises it)`,
+    });
+  return out;
+}
+
+export interface PeersSelection {
+  peers: SystemId[];
+  workloads: Set<string>;
+}
+
+export async function benchPeers(sel: PeersSelection, o: PeerOptions): Promise<PeersResult> {
+  const t0 = Date.now();
+  const installed = await ensurePackages(PEER_PACKAGES);
+  const before = networkPicture();
+  const strays = existingPaths(STRAY_PATHS);
+  const dir = mkdtempSync("/tmp/ctnet-peers-");
+  const imageTar = join(dir, "busybox.tar");
+  await must("sh", ["scripts/busybox-image.sh", imageTar]);
+
+  const all: System[] = [
+    new CtnetSystem(),
+    ...sel.peers.map((id) =>
+      id === "docker"
+        ? new DockerSystem(join(dir, "docker"))
+        : id === "podman"
+          ? new PodmanSystem(join(dir, "podman"))
+          : new CniSystem(join(dir, "cni")),
+    ),
+  ];
+  const ctx: Context = {
+    systems: [],
+    o,
+    dir,
+    rows: [],
+    failures: [],
+    fill: {},
+    ports: [],
+    dns: [],
+    settled: {},
+  };
+  const forced: { system: SystemId; problems: string[] }[] = [];
+  let tornDown = false;
+  const teardown = async () => {
+    if (tornDown) return;
+    tornDown = true;
+    for (const s of [...all].reverse()) {
+      const problems = await s.destroy().catch((err: Error) => [err.message]);
+      if (problems.length > 0) forced.push({ system: s.id, problems });
+    }
+  };
+  // An interrupted run still removes the peers (and their namespaces) before it exits.
+  const onSignal = (sig: NodeJS.Signals) => {
+    console.error(`peers: ${sig}, removing the peers`);
+    void teardown().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    for (const s of all) {
+      const ts = Date.now();
+      try {
+        await s.start(imageTar);
+        ctx.systems.push(s);
+        console.error(`peers: ${s.label} started in ${Date.now() - ts} ms`);
+      } catch (err) {
+        ctx.failures.push({ system: s.id, workload: "start", error: (err as Error).message });
+        console.error(`peers: ${s.label} did not start: ${(err as Error).message}`);
+      }
+    }
+    if (!ctx.systems.some((s) => s.id === "ctnet")) throw new Error("ctnet did not start");
+    await runWorkloads(ctx, sel.workloads);
+  } finally {
+    await teardown();
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const removedStrayPaths = STRAY_PATHS.filter((p) => !strays.has(p) && existingPaths([p]).size > 0);
+  for (const p of removedStrayPaths) rmSync(p, { recursive: true, force: true });
+  const differences = pictureDiff(before, networkPicture());
+
+  const versions: Record<string, string> = {};
+  for (const s of all) Object.assign(versions, s.versions());
+  Object.assign(versions, {
+    nftables: versionOf("nft", ["--version"]).replace(/^nftables /, ""),
+    iperf3: versionOf("iperf3", ["--version"]).split(" ")[1] ?? "",
+    dnsperf: versionOf("dnsperf", ["-h"]).match(/dnsperf ([\d.]+)/)?.[1] ?? "",
+  });
+  const cannot = [
+    ...all.flatMap((s) => Object.entries(s.notes).map(([what, why]) => ({ system: s.label, what, why }))),
+    ...cutNotes(o),
+    ...KERNEL_LIMITS,
+  ];
+  const result: PeersResult = {
+    date: new Date().toISOString(),
+    machine: machine(),
+    durationS: round((Date.now() - t0) / 1000, 1),
+    options: o,
+    systems: all.map((s) => ({ id: s.id, label: s.label })),
+    versions,
+    installed,
+    settled: ctx.settled,
+    rows: ctx.rows,
+    fill: ctx.fill,
+    ports: ctx.ports,
+    dns: ctx.dns,
+    cannot,
+    pending: PENDING,
+    failures: ctx.failures,
+    host: { unchanged: differences.length === 0, differences, removedStrayPaths, forcedCleanup: forced },
+  };
+  writeResult("peers.json", result);
+  writeDocs(result);
+  console.log(`\n${mainTable(result)}`);
+  if (differences.length > 0)
+    console.error(`peers: the machine's network changed:\n${differences.join("\n")}`);
+  return result;
+}
