@@ -772,6 +772,181 @@ static napi_value js_pty_resize(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * Interactive containers (`docker run -i`, `-t`). The daemon relays a container's standard streams
+ * through a pseudo-terminal or pipes; the process that started the container (the runner) keeps a
+ * copy of the daemon's ends, so a restarted daemon takes them back with pidfdGetfd() and the
+ * container never sees its terminal hang up or its output pipe break.
+ */
+
+/* pipe(): [readFd, writeFd], both close-on-exec. */
+static napi_value js_pipe(napi_env env, napi_callback_info info) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    throw_errno(env, errno, "pipe2", NULL);
+    return NULL;
+  }
+  napi_value result, r, w;
+  napi_create_array_with_length(env, 2, &result);
+  napi_create_int32(env, fds[0], &r);
+  napi_create_int32(env, fds[1], &w);
+  napi_set_element(env, result, 0, r);
+  napi_set_element(env, result, 1, w);
+  return result;
+}
+
+/*
+ * openptyIn(ptmxPath): { master, slave } from the devpts instance of that ptmx (a container's own
+ * /dev/pts, so the terminal is /dev/pts/N inside it). ptsname() would name a terminal of the
+ * host's instance: the slave is opened from the master with TIOCGPTPEER instead. Both ends are
+ * close-on-exec; the master is non-blocking, as openpty()'s.
+ */
+static napi_value js_openpty_in(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  char ptmx[MAX_PATH];
+  if (!get_str(env, argv[0], "ptmxPath", ptmx, sizeof ptmx)) return NULL;
+  int master = open(ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+  if (master < 0) {
+    throw_errno(env, errno, "open", ptmx);
+    return NULL;
+  }
+  if (unlockpt(master) != 0) {
+    int err = errno;
+    close(master);
+    throw_errno(env, err, "unlockpt", ptmx);
+    return NULL;
+  }
+  int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (slave < 0) {
+    int err = errno;
+    close(master);
+    throw_errno(env, err, "ioctl TIOCGPTPEER", ptmx);
+    return NULL;
+  }
+  napi_value result, jmaster, jslave;
+  napi_create_object(env, &result);
+  napi_create_int32(env, master, &jmaster);
+  napi_create_int32(env, slave, &jslave);
+  napi_set_named_property(env, result, "master", jmaster);
+  napi_set_named_property(env, result, "slave", jslave);
+  return result;
+}
+
+#define MAX_STDIO 16
+
+/*
+ * spawnStdio(argv, env, fds: number[], ctty: boolean): number (pid)
+ * posix_spawn in a new session where descriptor i of the child is fds[i] (-1: /dev/null) and
+ * nothing else is inherited. The sources are first copied above the targets, so that one source
+ * cannot be overwritten by another's dup2. With ctty, descriptor 0 is a terminal that becomes the
+ * session's controlling terminal: it is reopened through /proc/self/fd after setsid(), since
+ * opening a terminal is the only way posix_spawn has to acquire one, and its name may belong to
+ * another devpts instance.
+ */
+static napi_value js_spawn_stdio(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  uint32_t n;
+  if (napi_get_array_length(env, argv[2], &n) != napi_ok || n < 3 || n > MAX_STDIO) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "fds must be an array of 3 to 16 descriptors");
+    return NULL;
+  }
+  bool ctty;
+  if (napi_get_value_bool(env, argv[3], &ctty) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "ctty must be a boolean");
+    return NULL;
+  }
+  int high[MAX_STDIO];
+  for (uint32_t i = 0; i < n; i++) high[i] = -1;
+  int rc = 0;
+  const char *failed = NULL;
+  for (uint32_t i = 0; i < n && !failed; i++) {
+    napi_value item;
+    int32_t fd;
+    napi_get_element(env, argv[2], i, &item);
+    if (napi_get_value_int32(env, item, &fd) != napi_ok) {
+      failed = "fds";
+      rc = EINVAL;
+    } else if (fd >= 0 && (high[i] = fcntl(fd, F_DUPFD_CLOEXEC, (int)n)) < 0) {
+      failed = "fcntl F_DUPFD_CLOEXEC";
+      rc = errno;
+    }
+  }
+  char **args = NULL, **envp = NULL;
+  if (!failed && !get_command(env, argv[0], argv[1], &args, &envp)) {
+    for (uint32_t i = 0; i < n; i++)
+      if (high[i] >= 0) close(high[i]);
+    return NULL;
+  }
+  pid_t pid = 0;
+  char path[MAX_PATH] = "";
+  if (!failed) {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    char self[64];
+    for (uint32_t i = 0; i < n; i++) {
+      if (high[i] < 0) {
+        posix_spawn_file_actions_addopen(&fa, (int)i, "/dev/null", O_RDWR, 0);
+      } else if (i == 0 && ctty) {
+        snprintf(self, sizeof self, "/proc/self/fd/%d", high[i]);
+        posix_spawn_file_actions_addopen(&fa, 0, self, O_RDWR, 0);
+      } else {
+        posix_spawn_file_actions_adddup2(&fa, high[i], (int)i);
+      }
+    }
+    posix_spawn_file_actions_addclosefrom_np(&fa, (int)n);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    sigset_t all;
+    sigfillset(&all);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    rc = posix_spawnp(&pid, args[0], &fa, &attr, args, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    snprintf(path, sizeof path, "%s", args[0]);
+    free_nstrv(args);
+    free_nstrv(envp);
+    if (rc != 0) failed = "posix_spawnp";
+  }
+  for (uint32_t i = 0; i < n; i++)
+    if (high[i] >= 0) close(high[i]);
+  if (failed) {
+    throw_errno(env, rc, failed, path[0] ? path : NULL);
+    return NULL;
+  }
+  napi_value result;
+  napi_create_int32(env, pid, &result);
+  return result;
+}
+
+/* pidfdGetfd(pid, fd): a copy of another process's descriptor (close-on-exec), pidfd_getfd(2). */
+static napi_value js_pidfd_getfd(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int32_t pid, fd;
+  if (!get_int(env, argv[0], "pid", &pid) || !get_int(env, argv[1], "fd", &fd)) return NULL;
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) {
+    throw_errno(env, errno, "pidfd_open", NULL);
+    return NULL;
+  }
+  int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+  int err = errno;
+  close(pidfd);
+  if (copy < 0) {
+    throw_errno(env, err, "pidfd_getfd", NULL);
+    return NULL;
+  }
+  napi_value result;
+  napi_create_int32(env, copy, &result);
+  return result;
+}
+
 #define EXPORT_FN(name, fn)                                            \
   do {                                                                 \
     napi_value f;                                                      \
@@ -792,6 +967,10 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT_FN("openpty", js_openpty);
   EXPORT_FN("spawnPty", js_spawn_pty);
   EXPORT_FN("ptyResize", js_pty_resize);
+  EXPORT_FN("pipe", js_pipe);
+  EXPORT_FN("openptyIn", js_openpty_in);
+  EXPORT_FN("spawnStdio", js_spawn_stdio);
+  EXPORT_FN("pidfdGetfd", js_pidfd_getfd);
   napi_value has_nft;
 #ifdef HAVE_LIBNFTABLES
   struct nft_home *h = calloc(1, sizeof *h);

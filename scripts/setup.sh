@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 packages=(nftables libnftables-dev iproute2 util-linux mount procps iputils-ping busybox-static
-  netcat-openbsd curl dnsperf etcd-server etcd-client python3 make g++ pkg-config)
+  netcat-openbsd curl dnsperf etcd-server etcd-client tini python3 make g++ pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -180,3 +180,67 @@ export function writeFrame(out: Writable, stream: StreamId, data: Buffer): boole
   out.write(header);
   return out.write(data);
 }
+
+/** `?h=&w=` of a resize request: rows and columns of the client's terminal. */
+export function terminalSize(q: URLSearchParams): [number, number] {
+  const h = Number(q.get("h"));
+  const w = Number(q.get("w"));
+  if (!Number.isInteger(h) || !Number.isInteger(w) || h < 0 || w < 0 || h > 0xffff || w > 0xffff) {
+    throw new InvalidParameterError(`invalid terminal size: h=${q.get("h")} w=${q.get("w")}`);
+  }
+  return [h, w];
+}
+
+/** Docker's default detach keys: ctrl-p, ctrl-q. */
+export const DEFAULT_DETACH_KEYS = Buffer.from([0x10, 0x11]);
+
+/** The control characters Docker names: ctrl-@ (0), ctrl-a (1) … ctrl-z (26), ctrl-[ … ctrl-_ (31). */
+const CONTROL_NAMES = "@abcdefghijklmnopqrstuvwxyz[\\]^_";
+
+/**
+ * Parses a detach key sequence as Docker does (`ctrl-p,ctrl-q`, `ctrl-a,x`): comma-separated, each
+ * a single character or `ctrl-` and one of a–z, @, [, \, ], ^, _.
+ */
+export function parseDetachKeys(spec: string): Buffer {
+  const codes: number[] = [];
+  for (const key of spec.split(",")) {
+    const ctrl = /^ctrl-(.)$/i.exec(key);
+    const code = ctrl
+      ? CONTROL_NAMES.indexOf((ctrl[1] ?? "").toLowerCase())
+      : key.length === 1
+        ? key.charCodeAt(0)
+        : -1;
+    if (code < 0 || code > 0x7f) throw new InvalidParameterError(`Invalid detach keys (${spec}) provided`);
+    codes.push(code);
+  }
+  return Buffer.from(codes);
+}
+
+/**
+ * Watches a client's input for its detach keys. Bytes that could start the sequence are held back
+ * until the next ones show whether it is; the sequence itself never reaches the container.
+ */
+export class DetachKeys {
+  private matched = 0;
+
+  constructor(private readonly keys: Buffer) {}
+
+  /** What to pass on, and whether the sequence was completed (the rest of the chunk is dropped). */
+  scan(chunk: Buffer): { pass: Buffer; detach: boolean } {
+    const out: number[] = [];
+    for (const byte of chunk) {
+      if (this.matched > 0 && byte !== this.keys[this.matched]) {
+        // Not the sequence after all: what was held back goes on, and the byte may start it again.
+        for (let i = 0; i < this.matched; i++) out.push(this.keys[i] as number);
+        this.matched = 0;
+      }
+      if (byte !== this.keys[this.matched]) {
+        out.push(byte);
+      } else if (++this.matched === this.keys.length) {
+        this.matched = 0;
+        return { pass: Buffer.from(out), detach: true };
+      }
+    }
+    return { pass: Buffer.from(out), detach: false };
+  }
+}

@@ -138,6 +138,10 @@ export const containerCreateSchema = z.looseObject({
   WorkingDir: z.string().optional(),
   Tty: z.boolean().optional(),
   OpenStdin: z.boolean().optional(),
+  StdinOnce: z.boolean().optional(),
+  AttachStdin: z.boolean().optional(),
+  AttachStdout: z.boolean().optional(),
+  AttachStderr: z.boolean().optional(),
   ExposedPorts: z.record(z.string(), z.unknown()).nullish(),
   HostConfig: z
     .looseObject({
@@ -157,6 +161,9 @@ export const containerCreateSchema = z.looseObject({
       PublishAllPorts: z.boolean().optional(),
       Links: stringList,
       ExtraHosts: stringList,
+      ConsoleSize: z
+        .tuple([z.number().int().min(0).max(0xffff), z.number().int().min(0).max(0xffff)])
+        .nullish(),
     })
     .nullish(),
   NetworkingConfig: z
@@ -168,8 +175,6 @@ export function toContainerCreate(body: unknown, name: string | null): Container
   const b = parse(containerCreateSchema, body);
   const h = b.HostConfig;
   const unsupported: [string, unknown][] = [
-    ["a TTY (-t)", b.Tty],
-    ["an open stdin (-i)", b.OpenStdin],
     ["running as another user (-u)", b.User && b.User !== "root" && b.User !== "0" ? b.User : ""],
     ["legacy links (--link)", h?.Links],
     ["extra hosts (--add-host)", h?.ExtraHosts],
@@ -197,6 +202,18 @@ export function toContainerCreate(body: unknown, name: string | null): Container
     networkMode: h?.NetworkMode ?? "",
     dns: h?.Dns ?? [],
     autoRemove: h?.AutoRemove ?? false,
+    stdio: {
+      tty: b.Tty ?? false,
+      openStdin: b.OpenStdin ?? false,
+      stdinOnce: b.StdinOnce ?? false,
+      attachStdin: b.AttachStdin ?? false,
+      attachStdout: b.AttachStdout ?? false,
+      attachStderr: b.AttachStderr ?? false,
+      // A size of 0 is the CLI saying it has no terminal.
+      ...(h?.ConsoleSize && h.ConsoleSize[0] > 0 && h.ConsoleSize[1] > 0
+        ? { consoleSize: [h.ConsoleSize[0], h.ConsoleSize[1]] as [number, number] }
+        : {}),
+    },
     endpoints,
     exposedPorts: b.ExposedPorts ?? {},
     portBindings: h?.PortBindings ?? {},

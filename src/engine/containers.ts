@@ -1,8 +1,14 @@
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { bridgeSettings } from "../drivers/bridge/bridge.js";
 import type { SandboxHandle } from "../drivers/driver.js";
-import { ConflictError, ForbiddenError, InvalidParameterError, NotFoundError } from "../errors.js";
+import {
+  ConflictError,
+  ForbiddenError,
+  InvalidParameterError,
+  NotFoundError,
+  NotSupportedError,
+} from "../errors.js";
 import type { ImageConfig } from "../images/changes.js";
 import type { ImageStore } from "../images/store.js";
 import {
@@ -14,11 +20,27 @@ import {
 } from "../ipam/index.js";
 import { log } from "../log.js";
 import { type ApiPortMap, exposedPorts, portBindingRequests } from "../ports/parse.js";
+import {
+  Consoles,
+  type ContainerStreams,
+  isRelayed,
+  NO_STDIO,
+  type StdioConfig,
+} from "../runtime/console.js";
 import { renderHosts, renderResolvConf } from "../runtime/etc-files.js";
-import { type ExitStatus, INIT, launch, readExitCode, sendSignal, watchExit } from "../runtime/process.js";
+import {
+  type ExitStatus,
+  INIT,
+  launch,
+  readExitCode,
+  sendSignal,
+  TINI,
+  watchExit,
+} from "../runtime/process.js";
 import {
   EXIT_FILE_INSIDE,
   mountRootfs,
+  PTMX_INSIDE,
   type RootfsLayout,
   rootfsLayout,
   unmountRootfs,
@@ -60,6 +82,7 @@ export interface ContainerCreateRequest {
   networkMode: string;
   dns: string[];
   autoRemove: boolean;
+  stdio: StdioConfig;
   /** keyed by network name or id, as Docker's NetworkingConfig.EndpointsConfig */
   endpoints: Record<string, EndpointRequest>;
   exposedPorts: Record<string, unknown>;
@@ -153,6 +176,7 @@ export class Containers {
   private readonly watches = new Map<string, ExitWatch>();
   /** containers whose sandbox has the embedded resolver listening */
   private readonly resolving = new Set<string>();
+  private readonly consoles = new Consoles();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -184,6 +208,9 @@ export class Containers {
       const image = req.image ? this.images.get(req.image) : undefined;
       const run = commandOf(req, image?.config);
       if (run.cmd.length === 0) throw new InvalidParameterError("no command specified");
+      if (req.stdio.tty && !existsSync(TINI)) {
+        throw new NotSupportedError(`a TTY (-t) needs ${TINI} on the host (Debian package tini)`);
+      }
       const name = req.name
         ? this.freeName(req.name)
         : randomName((n) => [...ctx.containers.values()].some((c) => c.name === n));
@@ -209,6 +236,7 @@ export class Containers {
         networkMode: mode,
         dns: req.dns,
         autoRemove: req.autoRemove,
+        stdio: req.stdio,
         attachments,
         ports,
         published: [],
@@ -625,7 +653,7 @@ export class Containers {
         const etc = files.hosts
           ? files
           : { hosts: "/etc/hosts", resolv: "/etc/resolv.conf", hostname: "/etc/hostname" };
-        mountRootfs(rootfs, etc, INIT);
+        mountRootfs(rootfs, etc, INIT, c.stdio?.tty ? TINI : undefined);
         undo.push(() => unmountRootfs(rootfs));
       }
       if (c.ports.requests.length > 0) {
@@ -639,6 +667,11 @@ export class Containers {
         this.networks.applyFirewall();
       }
       timing.mark("files");
+      const stdio =
+        c.stdio && isRelayed(c.stdio)
+          ? this.streams(c).prepare(rootfs && join(rootfs.merged, PTMX_INSIDE))
+          : undefined;
+      if (stdio) undo.push(() => stdio.abort());
       const launched = await launch({
         cmd: c.cmd,
         env: c.env,
@@ -651,6 +684,7 @@ export class Containers {
         exitFile,
         ...(rootfs ? { rootfs: rootfs.merged } : {}),
         ...(c.workingDir ? { workingDir: c.workingDir } : {}),
+        ...(stdio ? { stdio } : {}),
       });
       c.sandboxPath = sandboxPath;
       c.state = {
@@ -770,7 +804,8 @@ export class Containers {
 
   kill(ref: string, signal: string): Promise<void> {
     const c = this.find(ref);
-    if (c.state.status !== "running")
+    // pid 0: a run already over, whose exit is being recorded.
+    if (c.state.status !== "running" || c.state.pid <= 0)
       return Promise.reject(new ConflictError(`Container ${c.id} is not running`));
     const sig = signal.startsWith("SIG") ? signal : `SIG${signal}`;
     if (sig === "SIGKILL" || signal === "9") {
@@ -848,6 +883,7 @@ export class Containers {
     const rootfs = this.rootfs(c);
     if (rootfs) unmountRootfs(rootfs);
     c.state.status = "removing";
+    this.consoles.remove(c.id);
     await ctx.store.delete(`containers/${c.id}`);
     ctx.containers.delete(c.id);
     rmSync(ctx.containerRunDir(c.id), { recursive: true, force: true });
@@ -857,6 +893,11 @@ export class Containers {
 
   logPath(c: ContainerRecord): string {
     return join(this.ctx.containerDataDir(c.id), "container.log");
+  }
+
+  /** The relayed streams of a container (-i, -t, a foreground run): what clients attach to. */
+  streams(c: ContainerRecord): ContainerStreams {
+    return this.consoles.of(c.id, c.stdio ?? NO_STDIO, this.logPath(c));
   }
 
   runFiles(c: ContainerRecord): { hosts: string; resolv: string; hostname: string } {
@@ -897,6 +938,13 @@ export class Containers {
         await ctx.driver(gatewayNet.driver).setDefaultRoute(gatewayNet, gateway, sandbox);
       this.writeHostsFile(c);
       if (this.usesEmbeddedDns(c)) this.startResolver(c);
+    }
+    if (c.stdio && isRelayed(c.stdio)) {
+      try {
+        this.streams(c).reopen(c.state.runnerPid);
+      } catch (err) {
+        log.warn({ err, container: c.name }, "cannot take the container's streams back: its output is lost");
+      }
     }
     this.watch(c);
   }

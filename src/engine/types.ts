@@ -1,5 +1,6 @@
 import type { ApiPortMap } from "../ports/parse.js";
 import type { PortBinding, PortBindingRequest } from "../ports/types.js";
+import type { StdioConfig } from "../runtime/console.js";
 
 /**
  * The CNM records the engine keeps in the store. Plain data: everything a driver, the firewall
@@ -116,6 +117,8 @@ export interface ContainerRecord {
   networkMode: NetworkMode;
   dns: string[];
   autoRemove: boolean;
+  /** Tty, OpenStdin, StdinOnce, Attach*; absent in records made before they were supported (all false) */
+  stdio?: StdioConfig;
   attachments: AttachmentConfig[];
   ports: PortsConfig;
   /** host ports given out while the container runs */

@@ -36,13 +36,19 @@ export interface NativeAddon {
   watchExit(pid: number, callback: (code: number, signal: number) => void): void;
   /** A pseudo-terminal pair, both ends close-on-exec; the master is non-blocking. */
   openpty(): { master: number; slave: number };
-  /**
-   * posix_spawn in a new session whose controlling terminal is the slave of `slaveFd`, which is
-   * also its stdin, stdout and stderr (every other descriptor is closed in the child). Returns the pid.
-   */
-  spawnPty(argv: string[], env: string[], slaveFd: number): number;
   /** TIOCSWINSZ on a terminal: its foreground process group gets SIGWINCH. */
   ptyResize(fd: number, rows: number, cols: number): void;
+  /** pipe(2): [read end, write end], both close-on-exec. */
+  pipe(): [number, number];
+  /** A pseudo-terminal pair from the devpts instance of `ptmxPath` (as openpty: close-on-exec, non-blocking master). */
+  openptyIn(ptmxPath: string): { master: number; slave: number };
+  /**
+   * posix_spawn in a new session where the child's descriptor i is `fds[i]` (-1 for /dev/null) and
+   * no other is inherited; with `ctty`, `fds[0]` is a terminal that becomes its controlling one.
+   */
+  spawnStdio(argv: string[], env: string[], fds: number[], ctty: boolean): number;
+  /** pidfd_getfd(2): a close-on-exec copy of descriptor `fd` of process `pid`. */
+  pidfdGetfd(pid: number, fd: number): number;
   /** mount(2); "" for fstype or data passes NULL. */
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   /** umount2(2); a target that is not mounted or missing is not an error. */

@@ -6,19 +6,19 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, readFileSync } from "node:fs";
 import { constants } from "node:os";
-import type { Readable } from "node:stream";
-import { Writable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { ReadStream } from "node:tty";
 import { ConflictError, NotFoundError, SystemError } from "../errors.js";
 import { native } from "../kernel/native.js";
+import { terminalInput } from "./console.js";
 import { type ExitStatus, watchExit } from "./process.js";
+import { PTMX_INSIDE } from "./rootfs.js";
 
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** Docker keeps exec instances until their container goes; ctnet forgets them after a while instead. */
 const FORGET_AFTER_MS = 10 * 60_000;
-const PTY_RETRY_MS = 10;
 
 export interface ExecConfig {
   containerId: string;
@@ -148,7 +148,7 @@ const exitCodeOf = (code: number | null, signal: NodeJS.Signals | number | null)
 export function spawnExec(config: ExecConfig, targetPid: number): ExecProcess {
   const argv = nsenterArgv(targetPid, config);
   const env = execEnv(targetPid, config);
-  return config.tty ? spawnOnPty(config, argv, env) : spawnOnPipes(config, argv, env);
+  return config.tty ? spawnOnPty(config, argv, env, targetPid) : spawnOnPipes(config, argv, env);
 }
 
 function spawnOnPipes(config: ExecConfig, argv: string[], env: string[]): ExecProcess {
@@ -185,12 +185,14 @@ function spawnOnPipes(config: ExecConfig, argv: string[], env: string[]): ExecPr
   };
 }
 
-function spawnOnPty(config: ExecConfig, argv: string[], env: string[]): ExecProcess {
-  const { master, slave } = native.openpty();
+function spawnOnPty(config: ExecConfig, argv: string[], env: string[], targetPid: number): ExecProcess {
+  // A container made from an image has its own devpts instance: its terminal is one of those.
+  const ptmx = `/proc/${targetPid}/root/${PTMX_INSIDE}`;
+  const { master, slave } = existsSync(ptmx) ? native.openptyIn(ptmx) : native.openpty();
   let pid: number;
   try {
     if (config.consoleSize) native.ptyResize(master, config.consoleSize[0], config.consoleSize[1]);
-    pid = native.spawnPty(argv, env, slave);
+    pid = native.spawnStdio(argv, env, [slave, slave, slave], true);
   } catch (err) {
     closeSync(master);
     throw new SystemError(`cannot start ${argv[0]} on a terminal: ${(err as Error).message}`);
@@ -209,29 +211,8 @@ function spawnOnPty(config: ExecConfig, argv: string[], env: string[]): ExecProc
   const exit = new Promise<number>((resolve) =>
     watchExit(pid, (s: ExitStatus) => resolve(exitCodeOf(s.code, s.signal))),
   );
-  // Written directly (the master is non-blocking) and retried while the terminal's input buffer
-  // is full, so a process that does not read its input stalls only its own client.
-  const input = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      let offset = 0;
-      const attempt = () => {
-        while (open && offset < chunk.length) {
-          try {
-            offset += writeSync(master, chunk, offset);
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code === "EAGAIN") {
-              setTimeout(attempt, PTY_RETRY_MS);
-              return;
-            }
-            done(err as Error);
-            return;
-          }
-        }
-        done();
-      };
-      attempt();
-    },
-  });
+  // A process that does not read its input stalls only its own client.
+  const input = terminalInput(master, () => open);
   return {
     pid,
     tty: true,

@@ -2,9 +2,16 @@ import { closeSync, openSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { SystemError } from "../errors.js";
 import { native } from "../kernel/native.js";
-import { EXIT_FILE_INSIDE, INIT_INSIDE } from "./rootfs.js";
+import type { LaunchStdio } from "./console.js";
+import { EXIT_FILE_INSIDE, INIT_INSIDE, TINI_INSIDE } from "./rootfs.js";
 
 export const INIT = fileURLToPath(new URL("../../libexec/ctnet-init", import.meta.url));
+/**
+ * PID 1 of containers with a TTY (Debian's tini package): it puts the command in the terminal's
+ * foreground and forwards signals to it, which a shell cannot do for its background job. Static,
+ * so that it runs in any image.
+ */
+export const TINI = "/usr/bin/tini-static";
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 export interface LaunchSpec {
@@ -22,9 +29,12 @@ export interface LaunchSpec {
   /** an image's root filesystem, already mounted: the container is rooted there (chroot by unshare) */
   rootfs?: string;
   workingDir?: string;
+  /** streams relayed by the daemon; without, stdin is /dev/null and output goes to the log file */
+  stdio?: LaunchStdio;
 }
 
 export interface Launched {
+  /** 0 when the container was over before its init could be seen */
   pid: number;
   pidStartTime: number;
   runnerPid: number;
@@ -108,10 +118,20 @@ export async function launch(spec: LaunchSpec): Promise<Launched> {
   if (spec.rootfs) unshare.push(`--root=${spec.rootfs}`);
   if (spec.workingDir) unshare.push(`--wd=${spec.workingDir}`);
   const hostname = ownUts ? spec.hostname : "";
-  // In an image the /etc files and the init are already mounted into the root filesystem.
+  const tty = spec.stdio?.tty ? ["--tty", spec.rootfs ? TINI_INSIDE : TINI] : [];
+  // In an image the /etc files, the init and tini are already mounted into the root filesystem.
   const init = spec.rootfs
-    ? ["/bin/sh", INIT_INSIDE, "", "", "", hostname, EXIT_FILE_INSIDE, ...spec.cmd]
-    : [INIT, spec.hostsPath, spec.resolvPath, spec.hostnamePath, hostname, spec.exitFile, ...spec.cmd];
+    ? ["/bin/sh", INIT_INSIDE, ...tty, "", "", "", hostname, EXIT_FILE_INSIDE, ...spec.cmd]
+    : [
+        INIT,
+        ...tty,
+        spec.hostsPath,
+        spec.resolvPath,
+        spec.hostnamePath,
+        hostname,
+        spec.exitFile,
+        ...spec.cmd,
+      ];
   const argv = spec.netnsPath
     ? ["nsenter", `--net=${spec.netnsPath}`, "--", ...unshare, "--", ...init]
     : [...unshare, "--", ...init];
@@ -123,19 +143,26 @@ export async function launch(spec: LaunchSpec): Promise<Launched> {
     const eq = kv.indexOf("=");
     if (eq > 0) env.set(kv.slice(0, eq), kv.slice(eq + 1));
   }
-  const log = openSync(spec.logPath, "a", 0o640);
+  // As Docker: a terminal's programs need to know what it is.
+  if (spec.stdio?.tty && !env.has("TERM")) env.set("TERM", "xterm");
+  const envList = [...env].map(([k, v]) => `${k}=${v}`);
   let runnerPid: number;
-  try {
-    runnerPid = native.spawnDetached(
-      argv,
-      [...env].map(([k, v]) => `${k}=${v}`),
-      log,
-      log,
-    );
-  } catch (err) {
-    throw new SystemError(`cannot start the container process: ${(err as Error).message}`);
-  } finally {
-    closeSync(log);
+  if (spec.stdio) {
+    try {
+      runnerPid = native.spawnStdio(argv, envList, spec.stdio.fds, spec.stdio.tty);
+    } catch (err) {
+      throw new SystemError(`cannot start the container process: ${(err as Error).message}`);
+    }
+    spec.stdio.spawned();
+  } else {
+    const log = openSync(spec.logPath, "a", 0o640);
+    try {
+      runnerPid = native.spawnDetached(argv, envList, log, log);
+    } catch (err) {
+      throw new SystemError(`cannot start the container process: ${(err as Error).message}`);
+    } finally {
+      closeSync(log);
+    }
   }
   let exited = false;
   const exit = new Promise<ExitStatus>((resolve) =>
@@ -153,6 +180,10 @@ export async function launch(spec: LaunchSpec): Promise<Launched> {
     }
     await sleep(i < 20 ? 1 : 10);
   }
+  // A command fed its input in advance (`echo exit | docker run -i`) can be over before its pid
+  // was seen: the init's record of its status tells such a run from one that never started.
+  if (exited && readExitCode(spec.exitFile) !== undefined)
+    return { pid: 0, pidStartTime: 0, runnerPid, exit };
   try {
     process.kill(runnerPid, "SIGKILL");
   } catch {
@@ -163,6 +194,8 @@ export async function launch(spec: LaunchSpec): Promise<Launched> {
 }
 
 export function sendSignal(pid: number, signal: NodeJS.Signals | number): boolean {
+  // kill(0) would signal the daemon's own process group.
+  if (pid <= 0) return false;
   try {
     process.kill(pid, signal);
     return true;

@@ -7,9 +7,12 @@ const MS_NOEXEC = 0x8;
 const MS_BIND = 0x1000;
 const MNT_DETACH = 0x2;
 
-/** Where the init script and its exit record are, seen from inside an image's root filesystem. */
+/** Where the init script, tini and the exit record are, seen from inside an image's root filesystem. */
 export const INIT_INSIDE = "/.ctnet-init";
+export const TINI_INSIDE = "/.ctnet-tini";
 export const EXIT_FILE_INSIDE = "/.ctnet-exitcode";
+/** The multiplexer of the container's own devpts instance, under its root: its terminals are /dev/pts/N inside. */
+export const PTMX_INSIDE = "dev/pts/ptmx";
 
 /** Device nodes a container needs, bound from the host's (Docker creates the same few). */
 const DEVICES = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -46,14 +49,15 @@ function mountTarget(path: string): void {
 
 /**
  * Builds a container's root filesystem: an overlay of the image and the container's own layer,
- * with the generated /etc files, ctnet's init and a minimal /dev bound in. The mounts live in the
- * host's mount namespace (as Docker's do) so the daemon can take them down after the container
- * is gone; everything under `merged` goes with one lazy unmount.
+ * with the generated /etc files, ctnet's init (and tini, for a TTY) and a minimal /dev bound in.
+ * The mounts live in the host's mount namespace (as Docker's do) so the daemon can take them down
+ * after the container is gone; everything under `merged` goes with one lazy unmount.
  */
 export function mountRootfs(
   l: RootfsLayout,
   etc: { hosts: string; resolv: string; hostname: string },
   initScript: string,
+  tini?: string,
 ): void {
   for (const dir of [l.upper, l.work, l.merged]) mkdirSync(dir, { recursive: true, mode: 0o755 });
   native.mount(
@@ -73,9 +77,15 @@ export function mountRootfs(
       mountTarget(target);
       native.mount(source, target, "", MS_BIND, "");
     }
-    const init = join(l.merged, INIT_INSIDE);
-    mountTarget(init);
-    native.mount(initScript, init, "", MS_BIND, "");
+    for (const [source, inside] of [
+      [initScript, INIT_INSIDE],
+      [tini, TINI_INSIDE],
+    ] as const) {
+      if (!source) continue;
+      const target = join(l.merged, inside);
+      mountTarget(target);
+      native.mount(source, target, "", MS_BIND, "");
+    }
     const dev = join(l.merged, "dev");
     mkdirSync(dev, { recursive: true });
     native.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k");
@@ -93,6 +103,17 @@ export function mountRootfs(
       symlinkSync(to, join(dev, name));
     }
     mkdirSync(join(dev, "shm"));
+    // A devpts instance of its own, as Docker gives: the container's terminals (and any it opens
+    // itself) are numbered from 0 and it cannot reach the host's.
+    mkdirSync(join(dev, "pts"));
+    native.mount(
+      "devpts",
+      join(dev, "pts"),
+      "devpts",
+      MS_NOSUID | MS_NOEXEC,
+      "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    );
+    symlinkSync("pts/ptmx", join(dev, "ptmx"));
     mkdirSync(join(l.merged, "proc"), { recursive: true });
     mkdirSync(join(l.merged, "tmp"), { recursive: true, mode: 0o1777 });
   } catch (err) {

@@ -1,11 +1,11 @@
 /**
- * Exec and attach endpoints with hijacked connections, served by a small server of their own on a
- * unix socket (the routes plus stubs of what the docker CLI asks before an exec). The "container"
- * is a process started here in new namespaces.
+ * Exec endpoints with hijacked connections, served by a small server of their own on a unix socket
+ * (the routes plus stubs of what the docker CLI asks before an exec). The "container" is a process
+ * started here in new namespaces. Attach is tested against a daemon in attach.test.ts.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, request, type Server } from "node:http";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -72,15 +72,13 @@ interface Hijacked {
   received: Promise<Buffer>;
 }
 
-describe("exec and attach", () => {
+describe("exec", () => {
   let dir: string;
   let socketPath: string;
   let server: Server;
   let container: ChildProcess;
   let containerPid = 0;
   let running = true;
-  let logPath: string;
-  let logWriting = true;
 
   const api = async (method: string, path: string, body?: unknown) =>
     new Promise<{ status: number; json: unknown; text: string }>((resolve, reject) => {
@@ -152,8 +150,6 @@ describe("exec and attach", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "ctnet-exec-"));
     socketPath = join(dir, "api.sock");
-    logPath = join(dir, "container.log");
-    writeFileSync(logPath, "");
     container = spawn(
       "unshare",
       ["--fork", "--pid", "--mount-proc", "--net", "--uts", "--ipc", "--kill-child", "--"].concat([
@@ -187,12 +183,8 @@ describe("exec and attach", () => {
         if (!running) throw new ConflictError(`container ${CONTAINER_ID} is not running`);
         return { id: CONTAINER_ID, pid: containerPid };
       },
-      containerLog: (ref) => {
-        known(ref);
-        return { id: CONTAINER_ID, path: logPath, writing: () => logWriting };
-      },
     });
-    // What the docker CLI reads before it execs or attaches: the daemon's real routes live elsewhere.
+    // What the docker CLI reads before it execs: the daemon's real routes live elsewhere.
     router.on("GET", "/_ping", (_req, res) => {
       res.writeHead(200, { "Content-Type": "text/plain" });
       res.end("OK");
@@ -287,26 +279,6 @@ describe("exec and attach", () => {
     assert.equal(missing.status, 404);
     assert.match((await missing.received).toString(), /No such exec instance/);
     assert.equal((await hijack("/containers/ct1/nothing", {})).status, 404);
-    const stdin = await hijack("/containers/ct1/attach?stream=1&stdin=1&stdout=1", {});
-    assert.equal(stdin.status, 501);
-  });
-
-  it("attaches to the container's log until it stops writing", async () => {
-    writeFileSync(logPath, "before\n");
-    logWriting = true;
-    const h = await hijack("/containers/ct1/attach?stream=1&stdout=1&stderr=1", {});
-    assert.equal(h.status, 101);
-    assert.equal(h.headers["content-type"], "application/vnd.docker.multiplexed-stream");
-    await sleep(100);
-    appendFileSync(logPath, "one\n");
-    await sleep(100);
-    appendFileSync(logPath, "two\n");
-    logWriting = false;
-    assert.deepEqual(demux(await h.received), { stdout: "one\ntwo\n", stderr: "" });
-
-    const logs = await hijack("/containers/ct1/attach?logs=1&stdout=1", {});
-    assert.equal(demux(await logs.received).stdout, "before\none\ntwo\n");
-    assert.equal((await api("POST", "/containers/ct1/resize?h=10&w=20")).status, 200);
   });
 
   describe("with the docker CLI", { skip: hasDocker ? false : "the docker CLI is not installed" }, () => {
@@ -351,18 +323,6 @@ describe("exec and attach", () => {
       } finally {
         running = true;
       }
-    });
-
-    it("docker attach --no-stdin", async () => {
-      writeFileSync(logPath, "");
-      logWriting = true;
-      const attached = docker(["attach", "--no-stdin", "ct1"]);
-      await sleep(500);
-      appendFileSync(logPath, "attached\n");
-      await sleep(200);
-      logWriting = false;
-      const r = await attached;
-      assert.equal(r.stdout, "attached\n", r.stderr);
     });
   });
 });

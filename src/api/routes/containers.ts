@@ -1,18 +1,30 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import type { ServerResponse } from "node:http";
+import type { Readable, Writable } from "node:stream";
 import type { Engine } from "../../engine/engine.js";
 import type { EngineEvent } from "../../engine/events.js";
 import type { ContainerRecord } from "../../engine/types.js";
-import { InvalidParameterError } from "../../errors.js";
+import { ConflictError, InvalidParameterError } from "../../errors.js";
+import { isRelayed } from "../../runtime/console.js";
 import { applyFilters, matchesLabels, matchesPattern, parseFilters } from "../filters.js";
-import { queryBool, type Router, sendEmpty, sendJson } from "../router.js";
+import {
+  DEFAULT_DETACH_KEYS,
+  DetachKeys,
+  openStream,
+  parseDetachKeys,
+  terminalSize,
+  type UpgradeRoutes,
+  upgrade,
+  writeFrame,
+} from "../hijack.js";
+import { type ApiRequest, queryBool, type Router, sendEmpty, sendJson } from "../router.js";
 import { toContainerCreate } from "../schemas.js";
 import { containerSummary, containerView } from "../views.js";
 
 const CONTAINER_FILTERS = ["id", "name", "status", "network", "label", "exited"] as const;
-const FOLLOW_POLL_MS = 100;
+const FOLLOW_POLL_MS = 50;
+const READ_CHUNK = 64 * 1024;
 
-export function containerRoutes(router: Router, engine: Engine): void {
+export function containerRoutes(router: Router, upgrades: UpgradeRoutes, engine: Engine): void {
   const ctx = engine.ctx;
   const containers = engine.containers;
   const tests = {
@@ -125,14 +137,135 @@ export function containerRoutes(router: Router, engine: Engine): void {
     }
     const tail = req.query.get("tail") ?? "all";
     if (tail !== "all" && !/^\d+$/.test(tail)) throw new InvalidParameterError(`invalid tail value: ${tail}`);
-    streamLogs(
-      res,
-      containers.logPath(c),
-      queryBool(req.query, "follow") ? () => stillWriting(ctx.containers.get(c.id)) : undefined,
-      req.raw,
-      tail === "all" ? undefined : Number(tail),
-    );
+    // A TTY's output is one stream, sent as is (the docker CLI reads it so for a TTY container).
+    const raw = c.stdio?.tty ?? false;
+    openStream(res, raw ? "raw" : "multiplexed");
+    copyLog(res, containers.logPath(c), {
+      offset: (fd) => (tail === "all" ? 0 : tailOffset(fd, Number(tail))),
+      raw,
+      ...(queryBool(req.query, "follow") ? { following: () => stillWriting(ctx.containers.get(c.id)) } : {}),
+    });
   });
+
+  /**
+   * Checks an attach request; answers with the function that connects the client. A relayed
+   * container (-i, -t, a foreground run) connects the client to its live streams (stdin too);
+   * another one's output is its log file, followed while the container runs.
+   */
+  const attach = (req: ApiRequest) => {
+    const c = containers.find(req.params.id ?? "");
+    if (c.state.status === "removing") {
+      throw new ConflictError(`container ${c.id} is being removed: cannot attach`);
+    }
+    const q = req.query;
+    const stdin = queryBool(q, "stdin");
+    const stdout = queryBool(q, "stdout");
+    const stderr = queryBool(q, "stderr");
+    if (!stdin && !stdout && !stderr) throw new InvalidParameterError("you must choose at least one stream");
+    const keysSpec = q.get("detachKeys");
+    const keys = keysSpec ? parseDetachKeys(keysSpec) : DEFAULT_DETACH_KEYS;
+    const tty = c.stdio?.tty ?? false;
+    const logs = queryBool(q, "logs");
+    const stream = queryBool(q, "stream");
+    const connect = (sink: Writable, input: Readable | undefined) => {
+      if (!c.stdio || !isRelayed(c.stdio)) {
+        // Docker reads and drops input for a container whose stdin is not open.
+        input?.resume();
+        copyLog(sink, containers.logPath(c), {
+          offset: (fd) => (logs ? 0 : fstatSync(fd).size),
+          raw: false,
+          ...(stream ? { following: () => stillWriting(ctx.containers.get(c.id)) } : {}),
+        });
+        return;
+      }
+      if (logs) {
+        // Read at once and before attaching: no output can come in between on this one thread.
+        copyLogNow(sink, containers.logPath(c), tty);
+      }
+      if (!stream) {
+        input?.resume();
+        sink.end();
+        return;
+      }
+      const attached = containers.streams(c).attach({
+        sink: {
+          write: (id, data) => (tty ? sink.write(data) : writeFrame(sink, id, data)),
+          end: () => sink.end(),
+          connection: sink,
+        },
+        stdin: stdin && input !== undefined,
+        stdout,
+        stderr,
+      });
+      if (!input) return;
+      if (!stdin) {
+        input.resume();
+        return;
+      }
+      // With a TTY the client's keys are raw: the detach sequence is watched for (Docker does so
+      // too, for clients that do not watch themselves).
+      const detachKeys = tty ? new DetachKeys(keys) : undefined;
+      input.on("data", (chunk: Buffer) => {
+        if (!detachKeys) {
+          attached.input(chunk);
+          return;
+        }
+        const { pass, detach } = detachKeys.scan(chunk);
+        if (pass.length > 0) attached.input(pass);
+        if (detach) {
+          input.removeAllListeners("data");
+          input.resume();
+          attached.detach();
+        }
+      });
+      input.once("end", () => attached.inputEnd());
+    };
+    return { connect, kind: tty ? ("raw" as const) : ("multiplexed" as const) };
+  };
+
+  router.on("POST", "/containers/:id/attach", (req, res) => {
+    const { connect, kind } = attach(req);
+    openStream(res, kind);
+    connect(res, undefined);
+  });
+
+  upgrades.on("POST", "/containers/:id/attach", (req, socket) => {
+    const { connect, kind } = attach(req);
+    upgrade(socket, kind);
+    connect(socket, socket);
+  });
+
+  router.on("POST", "/containers/:id/resize", (req, res) => {
+    const [rows, cols] = terminalSize(req.query);
+    const c = containers.find(req.params.id ?? "");
+    if (c.state.status !== "running") throw new ConflictError(`Container ${c.id} is not running`);
+    // Without a TTY there is no terminal to size: nothing to do, as with Docker.
+    if (c.stdio?.tty) containers.streams(c).resize(rows, cols);
+    sendEmpty(res, 200);
+  });
+}
+
+/** Sends the whole log file now, synchronously: the part of an attach with `logs=1` that came before. */
+function copyLogNow(sink: Writable, path: string, raw: boolean): void {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch {
+    return;
+  }
+  try {
+    const buf = Buffer.alloc(READ_CHUNK);
+    for (let offset = 0; ; ) {
+      const n = readSync(fd, buf, 0, buf.length, offset);
+      if (n <= 0) break;
+      const chunk = Buffer.from(buf.subarray(0, n));
+      if (raw) sink.write(chunk);
+      else writeFrame(sink, 1, chunk);
+      offset += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Where the last `lines` lines of the file start (Docker's `--tail`), reading back from its end. */
@@ -167,68 +300,53 @@ function timeoutParam(q: URLSearchParams): number | undefined {
 }
 
 /**
- * Sends a log file in Docker's multiplexed stream format (8-byte frame header: stream 1 =
- * stdout). The container's stdout and stderr share one file, so everything is sent as stdout.
- * With `following`, keeps reading while it says the container may still write. The file is opened
- * once, so what a container wrote stays readable even when --rm removes the file at its exit.
+ * Copies a log file to `sink` from `offset`: in frames of stream 1 (the container's stdout and
+ * stderr share the file), or raw for a TTY. With `following`, keeps reading while it says the
+ * container may still write. The file is opened once, so what a container wrote stays readable
+ * when --rm removes the file at its exit.
  */
-function streamLogs(
-  res: ServerResponse,
+function copyLog(
+  sink: Writable,
   path: string,
-  following: (() => boolean) | undefined,
-  raw: NodeJS.EventEmitter,
-  tailLines?: number,
+  opts: { offset: (fd: number) => number; raw: boolean; following?: () => boolean },
 ): void {
   let fd: number;
   try {
     fd = openSync(path, "r");
   } catch {
-    res.writeHead(200, { "Content-Type": "application/vnd.docker.multiplexed-stream" });
-    res.end();
+    sink.end();
     return;
   }
-  res.writeHead(200, { "Content-Type": "application/vnd.docker.multiplexed-stream" });
-  res.flushHeaders();
-  let offset = tailLines === undefined ? 0 : tailOffset(fd, tailLines);
-  let closed = false;
-  raw.on("close", () => {
-    closed = true;
-  });
+  let offset = opts.offset(fd);
+  let done = false;
+  const stop = () => {
+    if (done) return false;
+    done = true;
+    closeSync(fd);
+    return true;
+  };
+  sink.once("close", stop);
   const pump = () => {
     const size = fstatSync(fd).size;
-    while (offset < size) {
-      const buf = Buffer.alloc(Math.min(size - offset, 64 * 1024));
+    while (offset < size && !sink.writableNeedDrain) {
+      const buf = Buffer.alloc(Math.min(size - offset, READ_CHUNK));
       const n = readSync(fd, buf, 0, buf.length, offset);
       if (n <= 0) break;
-      const header = Buffer.alloc(8);
-      header[0] = 1;
-      header.writeUInt32BE(n, 4);
-      res.write(header);
-      res.write(buf.subarray(0, n));
+      if (opts.raw) sink.write(buf.subarray(0, n));
+      else writeFrame(sink, 1, buf.subarray(0, n));
       offset += n;
     }
+    return offset >= size;
   };
-  const finish = () => {
-    closeSync(fd);
-    res.end();
-  };
-  pump();
-  if (!following) {
-    finish();
-    return;
-  }
   const tick = () => {
-    if (closed) {
-      closeSync(fd);
-      return;
-    }
-    const more = following();
-    pump();
-    if (!more) {
-      finish();
+    if (done) return;
+    // Asked before reading, so everything written before the container stopped is still sent.
+    const more = opts.following?.() ?? false;
+    if (pump() && !more) {
+      if (stop()) sink.end();
       return;
     }
     setTimeout(tick, FOLLOW_POLL_MS);
   };
-  setTimeout(tick, FOLLOW_POLL_MS);
+  tick();
 }

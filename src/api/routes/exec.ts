@@ -1,32 +1,23 @@
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import type { ServerResponse } from "node:http";
-import type { Duplex, Readable, Writable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { z } from "zod";
-import { InvalidParameterError, NotSupportedError } from "../../errors.js";
+import { InvalidParameterError } from "../../errors.js";
 import { type ExecConfig, type ExecProcess, type ExecRecord, Execs } from "../../runtime/exec.js";
 import {
   openStream,
   reply,
   type StreamId,
   type StreamKind,
+  terminalSize,
   type UpgradeRoutes,
   upgrade,
   writeFrame,
 } from "../hijack.js";
-import { type ApiRequest, queryBool, type Router, sendEmpty, sendJson } from "../router.js";
+import { type ApiRequest, type Router, sendEmpty, sendJson } from "../router.js";
 
-const FOLLOW_POLL_MS = 50;
-const READ_CHUNK = 64 * 1024;
-
-/** What the exec and attach routes need to know about containers, supplied by the engine. */
+/** What the exec routes need to know about containers, supplied by the engine. */
 export interface ExecHooks {
   /** The running container's full id and State.Pid; throws NotFoundError, or ConflictError when it is not running. */
   containerPid(ref: string): { id: string; pid: number };
-  /**
-   * The container's log file and whether the container may still write to it (created or
-   * running, so that an attach made before start follows the run); throws NotFoundError.
-   */
-  containerLog(ref: string): { id: string; path: string; writing(): boolean };
 }
 
 const consoleSize = z.tuple([z.number().int().min(0), z.number().int().min(0)]).nullish();
@@ -107,15 +98,6 @@ function execInspect(r: ExecRecord) {
   };
 }
 
-function sizeParams(q: URLSearchParams): [number, number] {
-  const h = Number(q.get("h"));
-  const w = Number(q.get("w"));
-  if (!Number.isInteger(h) || !Number.isInteger(w) || h < 0 || w < 0 || h > 0xffff || w > 0xffff) {
-    throw new InvalidParameterError(`invalid terminal size: h=${q.get("h")} w=${q.get("w")}`);
-  }
-  return [h, w];
-}
-
 /** Copies a readable into the stream (framed when multiplexed), pausing while the client is behind. */
 function forward(from: Readable, to: Writable, stream: StreamId | undefined): void {
   from.on("data", (chunk: Buffer) => {
@@ -151,61 +133,6 @@ function connect(proc: ExecProcess, sink: Writable, source: Readable | undefined
   });
 }
 
-/**
- * Sends the container's log in the multiplexed format, from its start or from its current end,
- * and with `follow` keeps sending until the container can no longer write. The file is opened
- * once, so what was written stays readable when --rm removes it at the container's exit.
- */
-function streamLog(
-  sink: Writable,
-  log: { path: string; writing(): boolean },
-  opts: { fromStart: boolean; follow: boolean; stream: StreamId },
-): void {
-  let fd: number;
-  try {
-    fd = openSync(log.path, "r");
-  } catch {
-    sink.end();
-    return;
-  }
-  let offset = opts.fromStart ? 0 : fstatSync(fd).size;
-  let done = false;
-  const finish = () => {
-    if (done) return;
-    done = true;
-    closeSync(fd);
-    sink.end();
-  };
-  const pump = () => {
-    const size = fstatSync(fd).size;
-    while (offset < size && !sink.writableNeedDrain) {
-      const buf = Buffer.alloc(Math.min(size - offset, READ_CHUNK));
-      const n = readSync(fd, buf, 0, buf.length, offset);
-      if (n <= 0) break;
-      writeFrame(sink, opts.stream, buf.subarray(0, n));
-      offset += n;
-    }
-    return offset >= size;
-  };
-  sink.once("close", () => {
-    if (!done) {
-      done = true;
-      closeSync(fd);
-    }
-  });
-  const tick = () => {
-    if (done) return;
-    // Asked before reading, so everything written before the container stopped is still sent.
-    const more = opts.follow && log.writing();
-    if (pump() && !more) {
-      finish();
-      return;
-    }
-    setTimeout(tick, FOLLOW_POLL_MS);
-  };
-  tick();
-}
-
 export function execRoutes(router: Router, upgrades: UpgradeRoutes, hooks: ExecHooks): void {
   const execs = new Execs();
 
@@ -220,7 +147,7 @@ export function execRoutes(router: Router, upgrades: UpgradeRoutes, hooks: ExecH
   });
 
   router.on("POST", "/exec/:id/resize", (req, res) => {
-    const [rows, cols] = sizeParams(req.query);
+    const [rows, cols] = terminalSize(req.query);
     const r = execs.get(req.params.id ?? "");
     if (r.process) r.process.resize(rows, cols);
     else r.config.consoleSize = [rows, cols];
@@ -260,44 +187,5 @@ export function execRoutes(router: Router, upgrades: UpgradeRoutes, hooks: ExecH
     }
     upgrade(socket, kind);
     connect(proc, socket, socket);
-  });
-
-  /** Checks the query; answers with what to stream. */
-  const attach = (req: ApiRequest) => {
-    const log = hooks.containerLog(req.params.id ?? "");
-    const q = req.query;
-    const stdout = queryBool(q, "stdout");
-    const stderr = queryBool(q, "stderr");
-    if (queryBool(q, "stdin")) {
-      throw new NotSupportedError("attaching stdin is not supported yet: a container's input is /dev/null");
-    }
-    if (!stdout && !stderr) throw new InvalidParameterError("you must choose at least one stream");
-    const send = (sink: Writable) =>
-      streamLog(sink, log, {
-        fromStart: queryBool(q, "logs"),
-        follow: queryBool(q, "stream"),
-        stream: stdout ? 1 : 2,
-      });
-    return send;
-  };
-
-  router.on("POST", "/containers/:id/attach", (req, res: ServerResponse) => {
-    const send = attach(req);
-    openStream(res, "multiplexed");
-    send(res);
-  });
-
-  upgrades.on("POST", "/containers/:id/attach", (req, socket: Duplex) => {
-    const send = attach(req);
-    upgrade(socket, "multiplexed");
-    socket.resume();
-    send(socket);
-  });
-
-  // A container's output is a log file, not a terminal: there is nothing to resize.
-  router.on("POST", "/containers/:id/resize", (req, res) => {
-    sizeParams(req.query);
-    hooks.containerLog(req.params.id ?? "");
-    sendEmpty(res, 200);
   });
 }
