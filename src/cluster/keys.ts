@@ -7,6 +7,10 @@ export const ENDPOINTS = `${PREFIX}endpoints/`;
 export const ADDRESSES = `${PREFIX}addresses/`;
 export const REGISTRY = `${PREFIX}registry`;
 export const SERVICES = `${PREFIX}services/`;
+/** service name → id, created with the service so that a name is taken once cluster-wide */
+export const SERVICE_NAMES = `${PREFIX}service-names/`;
+/** "<proto>/<port>" → service id: a routing-mesh port, taken once cluster-wide */
+export const SERVICE_PORTS = `${PREFIX}service-ports/`;
 export const TASKS = `${PREFIX}tasks/`;
 export const TASK_STATUS = `${PREFIX}task-status/`;
 /** held, on its lease, by the host that runs the scheduler */
@@ -17,6 +21,8 @@ export const memberKey = (name: string) => `${MEMBERS}${name}`;
 export const networkKey = (id: string) => `${NETWORKS}${id}`;
 export const endpointKey = (networkId: string, id: string) => `${ENDPOINTS}${networkId}/${id}`;
 export const serviceKey = (id: string) => `${SERVICES}${id}`;
+export const serviceNameKey = (name: string) => `${SERVICE_NAMES}${name}`;
+export const servicePortKey = (protocol: string, port: number) => `${SERVICE_PORTS}${protocol}/${port}`;
 export const taskKey = (id: string) => `${TASKS}${id}`;
 export const taskStatusKey = (id: string) => `${TASK_STATUS}${id}`;
 export const addressKey = (networkId: string, address: string) => `${ADDRESSES}${networkId}/${address}`;

@@ -65,6 +65,8 @@ export interface ServiceRecord {
   version: number;
   /** image reference, or "" for the host's filesystem (ctnet's image-less containers) */
   image: string;
+  /** replaces the image's ENTRYPOINT (Docker's ContainerSpec.Command); absent keeps the image's */
+  entrypoint?: string[];
   cmd: string[];
   env: string[];
   labels: Record<string, string>;
