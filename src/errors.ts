@@ -35,6 +35,11 @@ export class NotSupportedError extends CtnetError {
   override readonly status = 501;
 }
 
+/** 503: the host is not in the state the request needs (Docker's answer to swarm calls outside a swarm). */
+export class UnavailableError extends CtnetError {
+  override readonly status = 503;
+}
+
 /** 500 with a message that says what failed in the system below (kernel, store, runtime). */
 export class SystemError extends CtnetError {
   override readonly status = 500;

@@ -11,6 +11,7 @@ import { containerRoutes } from "./routes/containers.js";
 import { execRoutes } from "./routes/exec.js";
 import { imageRoutes } from "./routes/images.js";
 import { networkRoutes } from "./routes/networks.js";
+import { serviceRoutes } from "./routes/services.js";
 import { systemRoutes } from "./routes/system.js";
 import { API_VERSION, CTNET_VERSION } from "./version.js";
 
@@ -19,6 +20,7 @@ export function buildRouter(engine: Engine, upgrades = new UpgradeRoutes()): Rou
   systemRoutes(router, engine);
   networkRoutes(router, engine);
   clusterRoutes(router, engine);
+  serviceRoutes(router, engine);
   containerRoutes(router, upgrades, engine);
   execRoutes(router, upgrades, {
     containerPid: (ref) => {

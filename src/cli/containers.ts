@@ -223,7 +223,7 @@ function registerRun(program: Command): void {
  * Whether the daemon has this image. ctnet's `run` also runs host commands, so a first argument
  * that is no image (a 404) is the command, not an error.
  */
-async function imageExists(client: Client, name: string): Promise<boolean> {
+export async function imageExists(client: Client, name: string): Promise<boolean> {
   try {
     await client.imageInspect(name);
     return true;

@@ -4,6 +4,7 @@ import { registerContainers } from "./containers.js";
 import { registerImages } from "./images.js";
 import { registerLab } from "./lab.js";
 import { registerNetwork } from "./network.js";
+import { registerService } from "./service.js";
 import { registerSystem } from "./system.js";
 
 /**
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerContainers(program);
   registerImages(program);
   registerCluster(program);
+  registerService(program);
   registerLab(program);
   return program;
 }

@@ -22,8 +22,12 @@ import type {
   NetworkDisconnectRequest,
   NetworkPruneResponse,
   ProgressMessage,
+  Service,
+  ServiceCreateResponse,
+  ServiceSpec,
   SystemInfo,
   SystemVersion,
+  Task,
 } from "./types.js";
 
 export type * from "./types.js";
@@ -226,6 +230,36 @@ export class Client {
 
   clusterLeave(): Promise<void> {
     return this.request("POST", "/ctnet/cluster/leave");
+  }
+
+  serviceList(options: { filters?: Filters; status?: boolean } = {}): Promise<Service[]> {
+    return this.request("GET", "/services", {
+      query: { filters: encodeFilters(options.filters), status: options.status },
+    });
+  }
+
+  serviceCreate(spec: ServiceSpec): Promise<ServiceCreateResponse> {
+    return this.request("POST", "/services/create", { body: spec });
+  }
+
+  serviceInspect(id: string): Promise<Service> {
+    return this.request("GET", `/services/${encodeURIComponent(id)}`);
+  }
+
+  /** `version` is the service's Version.Index as read: an update based on an older one is refused. */
+  serviceUpdate(id: string, version: number, spec: ServiceSpec): Promise<{ Warnings?: string[] | null }> {
+    return this.request("POST", `/services/${encodeURIComponent(id)}/update`, {
+      query: { version },
+      body: spec,
+    });
+  }
+
+  serviceRemove(id: string): Promise<void> {
+    return this.request("DELETE", `/services/${encodeURIComponent(id)}`);
+  }
+
+  taskList(filters?: Filters): Promise<Task[]> {
+    return this.request("GET", "/tasks", { query: { filters: encodeFilters(filters) } });
   }
 
   networkRemove(id: string): Promise<void> {

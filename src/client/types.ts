@@ -260,3 +260,61 @@ export interface ClusterInfo {
   Addr: string;
   Hosts: { Name: string; Addr: string; Role: string; State: "ready" | "down"; Self: boolean }[];
 }
+
+export interface ServicePortConfig {
+  Protocol?: "tcp" | "udp";
+  TargetPort: number;
+  PublishedPort?: number;
+  PublishMode?: "ingress" | "host";
+}
+
+export interface ServiceSpec {
+  Name?: string;
+  Labels?: Record<string, string>;
+  TaskTemplate?: {
+    ContainerSpec?: { Image?: string; Command?: string[]; Args?: string[]; Env?: string[] };
+    Networks?: { Target: string }[];
+    [key: string]: unknown;
+  };
+  Mode?: { Replicated?: { Replicas?: number } };
+  EndpointSpec?: { Mode?: "vip" | "dnsrr"; Ports?: ServicePortConfig[] };
+}
+
+export interface Service {
+  ID: string;
+  Version?: { Index: number };
+  CreatedAt?: string;
+  UpdatedAt?: string;
+  Spec: ServiceSpec;
+  Endpoint?: {
+    Spec?: ServiceSpec["EndpointSpec"];
+    Ports?: ServicePortConfig[];
+    VirtualIPs?: { NetworkID: string; Addr: string }[];
+  };
+  ServiceStatus?: { RunningTasks: number; DesiredTasks: number };
+}
+
+export interface ServiceCreateResponse {
+  ID: string;
+  Warnings?: string[] | null;
+}
+
+export interface Task {
+  ID: string;
+  CreatedAt?: string;
+  UpdatedAt?: string;
+  Spec?: ServiceSpec["TaskTemplate"];
+  ServiceID: string;
+  Slot?: number;
+  NodeID?: string;
+  Status?: {
+    Timestamp?: string;
+    State?: string;
+    Message?: string;
+    Err?: string;
+    ContainerStatus?: { ContainerID?: string; PID?: number; ExitCode?: number };
+    PortStatus?: { Ports?: ServicePortConfig[] };
+  };
+  DesiredState?: string;
+  NetworksAttachments?: { Network: { ID: string; Spec?: { Name?: string } }; Addresses: string[] }[];
+}

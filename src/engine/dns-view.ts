@@ -4,6 +4,7 @@ import { EMBEDDED_DNS, parseResolvConf } from "../runtime/etc-files.js";
 import type { EngineContext } from "./context.js";
 import { shortId } from "./ids.js";
 import { GATEWAY_BRIDGE } from "./networks.js";
+import { isIngress } from "./swarm.js";
 import type { ContainerRecord, EndpointRecord, NetworkRecord } from "./types.js";
 
 const HOST_RESOLV_CHECK_MS = 1000;
@@ -35,17 +36,24 @@ interface Candidate {
  */
 export class EngineResolverView implements ResolverView {
   private readonly hostUpstreams = { mtimeMs: -1, checkedAt: 0, servers: [] as string[] };
+  /** service id → answers given so far, which rotates its list of task addresses */
+  private readonly turns = new Map<string, number>();
 
   constructor(
     private readonly ctx: EngineContext,
     private readonly hostResolvConf = "/etc/resolv.conf",
   ) {}
 
-  /** Networks the sandbox's container shares with others, by id. */
+  /**
+   * Networks the sandbox's container shares with others, by id. The routing mesh's `ingress`
+   * network carries no names, as in Docker: its tasks find each other on their own networks.
+   */
   private sharedNetworks(sandboxId: string): Set<string> {
     const out = new Set<string>();
-    for (const ep of this.ctx.endpointsOf(sandboxId))
-      if (hasEmbeddedDns(this.ctx.networks.get(ep.networkId))) out.add(ep.networkId);
+    for (const ep of this.ctx.endpointsOf(sandboxId)) {
+      const net = this.ctx.networks.get(ep.networkId);
+      if (hasEmbeddedDns(net) && !isIngress(net)) out.add(ep.networkId);
+    }
     return out;
   }
 
@@ -75,6 +83,8 @@ export class EngineResolverView implements ResolverView {
   }
 
   lookup(sandboxId: string, name: string, family: 4 | 6): string[] | undefined {
+    const service = this.serviceLookup(sandboxId, name, family);
+    if (service) return service;
     let known = false;
     const out: string[] = [];
     for (const cand of this.candidates(sandboxId)) {
@@ -84,6 +94,45 @@ export class EngineResolverView implements ResolverView {
       if (address && !out.includes(address)) out.push(address);
     }
     return known ? out : undefined;
+  }
+
+  /**
+   * A service on the networks the sandbox shares with it: `NAME` is its virtual IP there (vip
+   * mode) or its running tasks' addresses in rotating order (dnsrr); `tasks.NAME` is its running
+   * tasks' addresses. IPv4 only: a service's addresses are IPv4, so AAAA gets an empty answer.
+   */
+  private serviceLookup(sandboxId: string, name: string, family: 4 | 6): string[] | undefined {
+    const cluster = this.ctx.cluster;
+    if (!cluster || cluster.services.size === 0) return undefined;
+    const lower = name.toLowerCase();
+    const tasksOnly = lower.startsWith("tasks.");
+    const wanted = tasksOnly ? lower.slice("tasks.".length) : lower;
+    const service = [...cluster.services.values()].find((s) => s.name.toLowerCase() === wanted);
+    if (!service) return undefined;
+    const shared = this.sharedNetworks(sandboxId);
+    const nets = service.networks.filter((id) => shared.has(id));
+    if (nets.length === 0) return undefined;
+    if (family === 6) return [];
+    if (!tasksOnly && service.endpointMode === "vip")
+      return nets.map((id) => service.vips[id]).filter((vip): vip is string => vip !== undefined);
+    const tasks = [...cluster.tasks.values()]
+      .filter((t) => t.serviceId === service.id && t.desired === "running")
+      .sort((a, b) => a.slot - b.slot);
+    const out: string[] = [];
+    for (const t of tasks) {
+      const st = cluster.taskStatuses.get(t.id);
+      if (st?.state !== "running") continue;
+      for (const id of nets) {
+        const address = st.addresses[id];
+        if (address && !out.includes(address)) out.push(address);
+      }
+    }
+    const turn = this.turns.get(service.id) ?? 0;
+    this.turns.set(service.id, turn + 1);
+    if (this.turns.size > cluster.services.size + 64)
+      for (const id of this.turns.keys()) if (!cluster.services.has(id)) this.turns.delete(id);
+    const k = out.length > 0 ? turn % out.length : 0;
+    return [...out.slice(k), ...out.slice(0, k)];
   }
 
   reverse(sandboxId: string, address: string): string | undefined {

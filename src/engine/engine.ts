@@ -31,6 +31,7 @@ import { DEFAULT_BRIDGE_SUBNET, Networks } from "./networks.js";
 import { reconcile } from "./reconcile.js";
 import { Sandboxes } from "./sandboxes.js";
 import { ServiceLb } from "./service-lb.js";
+import { Services } from "./services.js";
 
 export interface EngineOptions extends EnginePaths {
   /** upstream DNS servers for containers without --dns (the daemon's --dns) */
@@ -67,6 +68,7 @@ export class Engine {
     readonly cluster: ClusterOps,
     /** services' VIPs and routing mesh; the services layer reserves mesh ports through it */
     readonly serviceLb: ServiceLb,
+    readonly services: Services,
   ) {}
 
   static async open(o: EngineOptions): Promise<Engine> {
@@ -123,6 +125,8 @@ export class Engine {
     });
     const serviceLb = new ServiceLb(ctx, networks, sandboxes);
     serviceLb.listen();
+    const services = new Services(ctx, networks, containers, images, serviceLb);
+    services.listen();
     writeSysctl("net.ipv4.ip_forward", "1");
     await cluster.connectAtStart();
     await ctx.lock.run(() => reconcile(ctx, networks, containers));
@@ -130,11 +134,12 @@ export class Engine {
     await serviceLb.start();
     if ([...ctx.networks.values()].some((n) => n.enableIPv6))
       writeSysctl("net.ipv6.conf.all.forwarding", "1");
-    return new Engine(ctx, networks, containers, images, dns, cluster, serviceLb);
+    return new Engine(ctx, networks, containers, images, dns, cluster, serviceLb, services);
   }
 
   /** Stops following containers and closes sockets; containers and kernel state stay as they are. */
   async close(): Promise<void> {
+    this.services.close();
     this.dns.close();
     await this.ctx.lock.run(async () => {
       await this.cluster.close();

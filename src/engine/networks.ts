@@ -451,10 +451,23 @@ export class Networks {
     });
   }
 
+  /** Services whose tasks join the network, or that have a virtual IP on it (`ingress`, when they publish). */
+  private serviceUsers(net: NetworkRecord): string[] {
+    return [...(this.ctx.cluster?.services.values() ?? [])]
+      .filter((s) => s.networks.includes(net.id) || net.id in s.vips)
+      .map((s) => s.name);
+  }
+
   private async removeLocked(net: NetworkRecord): Promise<void> {
     const ctx = this.ctx;
     if (net.scope === "global") {
       const cluster = requireCluster(ctx.cluster, net.driver);
+      const services = this.serviceUsers(net);
+      if (services.length > 0) {
+        throw new ForbiddenError(
+          `error while removing network: network ${net.name} id ${net.id} is in use by service ${services.join(", ")}`,
+        );
+      }
       const remote = cluster.endpointsOn(net.id);
       if (remote.length > 0) {
         const names = remote.map((e) => `${e.containerName} on ${e.host}`).join(", ");
@@ -482,6 +495,7 @@ export class Networks {
       const removed: string[] = [];
       for (const net of this.list()) {
         if (net.predefined || !filter(net) || this.ctx.endpointsOn(net.id).length > 0) continue;
+        if (this.serviceUsers(net).length > 0) continue;
         await this.removeLocked(net);
         removed.push(net.name);
       }
