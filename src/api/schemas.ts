@@ -108,6 +108,16 @@ export const networkConnectSchema = z.looseObject({
   EndpointConfig: endpointSettings,
 });
 
+export const clusterInitSchema = z.strictObject({
+  AdvertiseAddr: z.string().min(1).optional(),
+});
+
+export const clusterJoinSchema = z.strictObject({
+  Addr: z.string({ error: "the address of a cluster member is required" }).min(1),
+  AdvertiseAddr: z.string().min(1).optional(),
+  Member: z.boolean().optional().default(false),
+});
+
 export const networkDisconnectSchema = z.looseObject({
   Container: z.string({ error: "container is required" }).min(1, "container is required"),
   Force: z.boolean().optional().default(false),

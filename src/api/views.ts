@@ -90,7 +90,8 @@ function containerNetworks(
   ctx: EngineContext,
   c: ContainerRecord,
 ): Record<string, ReturnType<typeof endpointSettingsView>> {
-  const eps = ctx.endpointsOf(c.id);
+  // The gateway bridge endpoint of a container on overlays is ctnet's, not one of its networks (as in Docker).
+  const eps = ctx.endpointsOf(c.id).filter((e) => !e.gateway);
   const out: Record<string, ReturnType<typeof endpointSettingsView>> = {};
   const mode = c.networkMode.kind;
   if (mode === "host" || mode === "none") {

@@ -47,6 +47,7 @@ import {
 } from "../runtime/rootfs.js";
 import type { EngineContext } from "./context.js";
 import { hasEmbeddedDns } from "./dns-view.js";
+import { clusterEndpoint, requireCluster } from "./global-networks.js";
 import { lookup, newId, shortId } from "./ids.js";
 import { randomName } from "./names.js";
 import type { Networks } from "./networks.js";
@@ -362,9 +363,14 @@ export class Containers {
     for (let i = 0; ; i++) if (!used.has(`eth${i}`)) return `eth${i}`;
   }
 
-  /** The endpoint that carries the sandbox's default route: the first joined non-internal one. */
+  /**
+   * The endpoint that carries the sandbox's default route: the first joined non-internal one that
+   * can (an overlay cannot: its containers go out through the gateway bridge).
+   */
   private gatewayEndpoint(containerId: string): EndpointRecord | undefined {
-    return this.ctx.endpointsOf(containerId).find((e) => !this.ctx.networks.get(e.networkId)?.internal);
+    return this.ctx
+      .endpointsOf(containerId)
+      .find((e) => givesDefaultRoute(this.ctx.networks.get(e.networkId)));
   }
 
   private allocate(net: NetworkRecord, family: 4 | 6, preferred: string | undefined): string | undefined {
@@ -376,11 +382,11 @@ export class Containers {
         throw new InvalidParameterError(
           `invalid address ${preferred}: not in any subnet of network ${net.name}`,
         );
-      return this.ctx.ipam.requestAddress(net.id, pool.subnet, preferred);
+      return this.ctx.ipamOf(net).requestAddress(net.id, pool.subnet, preferred);
     }
     for (const pool of pools) {
       try {
-        return this.ctx.ipam.requestAddress(net.id, pool.subnet);
+        return this.ctx.ipamOf(net).requestAddress(net.id, pool.subnet);
       } catch (err) {
         if (!(err instanceof NoAvailableAddressError)) throw err;
       }
@@ -388,16 +394,42 @@ export class Containers {
     throw NoAvailableAddressError.forNetwork(family, net.name, net.id);
   }
 
-  private release(net: NetworkRecord, address: string | undefined): void {
+  /**
+   * An address for a new endpoint. On a global network the cluster must grant it too: an address
+   * another host claimed first (the mirror had not heard yet) stays marked used here, and the next
+   * one is tried.
+   */
+  private async allocateClaimed(
+    net: NetworkRecord,
+    family: 4 | 6,
+    preferred: string | undefined,
+    endpointId: string,
+  ): Promise<string | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      const address = this.allocate(net, family, preferred);
+      if (!address || net.scope !== "global") return address;
+      const cluster = requireCluster(this.ctx.cluster, net.driver);
+      if (await cluster.claimAddress(net.id, address, endpointId)) return address;
+      if (preferred) {
+        this.ctx.ipamOf(net).releaseAddress(net.id, poolOf(net, address), address);
+        throw new ConflictError(`address ${address} is already in use on network ${net.name}`);
+      }
+      if (attempt >= MAX_CLAIM_ATTEMPTS) throw NoAvailableAddressError.forNetwork(family, net.name, net.id);
+    }
+  }
+
+  private async release(net: NetworkRecord, address: string | undefined): Promise<void> {
     if (!address) return;
     const pool = net.pools.find((p) => subnetContains(p.subnet, address));
-    if (pool) this.ctx.ipam.releaseAddress(net.id, pool.subnet, address);
+    if (pool) this.ctx.ipamOf(net).releaseAddress(net.id, pool.subnet, address);
+    if (net.scope === "global") await this.ctx.cluster?.releaseAddress(net.id, address);
   }
 
   private async connectEndpoint(
     c: ContainerRecord,
     att: AttachmentConfig,
     sandbox: SandboxHandle,
+    gateway = false,
   ): Promise<EndpointRecord> {
     const ctx = this.ctx;
     const net = ctx.networks.get(att.networkId);
@@ -405,11 +437,11 @@ export class Containers {
     const driver = ctx.driver(net.driver);
     const undo = new Undo();
     try {
-      const ipv4 = this.allocate(net, 4, att.ipv4);
-      if (ipv4) undo.push(() => this.release(net, ipv4));
-      const ipv6 = this.allocate(net, 6, att.ipv6);
-      if (ipv6) undo.push(() => this.release(net, ipv6));
       const id = newId();
+      const ipv4 = await this.allocateClaimed(net, 4, att.ipv4, id);
+      if (ipv4) undo.push(() => this.release(net, ipv4));
+      const ipv6 = await this.allocateClaimed(net, 6, att.ipv6, id);
+      if (ipv6) undo.push(() => this.release(net, ipv6));
       const existing = ctx.endpointsOf(c.id);
       const ep: EndpointRecord = {
         id,
@@ -422,8 +454,9 @@ export class Containers {
         ...(ipv6 ? { ipv6 } : {}),
         aliases: att.aliases,
         order: existing.reduce((m, e) => Math.max(m, e.order + 1), 0),
+        ...(gateway ? { gateway } : {}),
       };
-      const defaultRoute = !net.internal && this.gatewayEndpoint(c.id) === undefined;
+      const defaultRoute = givesDefaultRoute(net) && this.gatewayEndpoint(c.id) === undefined;
       // Recorded before the kernel work: a crash in between leaves a record whose interface is
       // missing, which start-up repairs, rather than an interface nobody knows about.
       await ctx.saveEndpoint(ep);
@@ -434,6 +467,15 @@ export class Containers {
       }
       await driver.join(net, ep, sandbox, defaultRoute);
       undo.push(() => driver.leave(net, ep));
+      if (net.scope === "global") {
+        const cluster = requireCluster(ctx.cluster, net.driver);
+        undo.push(() => cluster.withdrawEndpoint(ep));
+        await cluster.publishEndpoint(clusterEndpoint(cluster, ep, c));
+        if (!net.internal && this.gatewayEndpoint(c.id) === undefined) {
+          const gw = await this.networks.gatewayBridge();
+          await this.connectEndpoint(c, { networkId: gw.id, aliases: [] }, sandbox, true);
+        }
+      }
       ctx.events.publish("network", "connect", net.id, { container: c.id, name: net.name, type: net.driver });
       return ep;
     } catch (err) {
@@ -446,9 +488,14 @@ export class Containers {
   private async releaseEndpoint(ep: EndpointRecord, kernel: boolean): Promise<void> {
     const net = this.ctx.networks.get(ep.networkId);
     if (net) {
-      if (kernel) await this.ctx.driver(net.driver).leave(net, ep);
-      this.release(net, ep.ipv4);
-      this.release(net, ep.ipv6);
+      const driver = this.ctx.driver(net.driver);
+      if (kernel) await driver.leave(net, ep);
+      if (net.scope === "global") await this.ctx.cluster?.withdrawEndpoint(ep);
+      await this.release(net, ep.ipv4);
+      await this.release(net, ep.ipv6);
+      if (driver.networkIdle && !this.ctx.endpointsOn(net.id).some((e) => e.id !== ep.id)) {
+        await driver.networkIdle(net);
+      }
       this.ctx.events.publish("network", "disconnect", net.id, {
         container: ep.containerId,
         name: net.name,
@@ -512,12 +559,20 @@ export class Containers {
       if (ep) {
         const hadGateway = this.gatewayEndpoint(c.id)?.id === ep.id;
         await this.releaseEndpoint(ep, true);
+        await this.dropUnneededGateway(c);
         if (hadGateway) await this.moveGateway(c);
         this.writeHostsFile(c);
       }
       c.attachments = c.attachments.filter((a) => a.networkId !== netId);
       await this.ctx.saveContainer(c);
     });
+  }
+
+  /** The gateway bridge endpoint serves overlays only: it goes with the container's last one. */
+  private async dropUnneededGateway(c: ContainerRecord): Promise<void> {
+    const eps = this.ctx.endpointsOf(c.id);
+    if (eps.some((e) => this.ctx.networks.get(e.networkId)?.scope === "global")) return;
+    for (const e of eps) if (e.gateway) await this.releaseEndpoint(e, true);
   }
 
   /** After the gateway's network left, the next joined non-internal network takes the default route (as Docker does). */
@@ -855,6 +910,14 @@ export class Containers {
       const old = c.name;
       c.name = name;
       await this.ctx.saveContainer(c);
+      // Other hosts resolve the container by the name its global endpoints carry.
+      const cluster = this.ctx.cluster;
+      if (cluster) {
+        for (const ep of this.ctx.endpointsOf(c.id)) {
+          if (this.ctx.networks.get(ep.networkId)?.scope === "global")
+            await cluster.publishEndpoint(clusterEndpoint(cluster, ep, c));
+        }
+      }
       this.ctx.events.publish("container", "rename", c.id, { name, oldName: `/${old}` });
     });
   }
@@ -948,4 +1011,16 @@ export class Containers {
     }
     this.watch(c);
   }
+}
+
+/** Overlays never carry the default route; the gateway bridge does for their containers. */
+function givesDefaultRoute(net: NetworkRecord | undefined): boolean {
+  return net !== undefined && !net.internal && net.driver !== "overlay";
+}
+
+/** Bounds the retries when other hosts keep claiming the address this host picked. */
+const MAX_CLAIM_ATTEMPTS = 256;
+
+function poolOf(net: NetworkRecord, address: string): string {
+  return net.pools.find((p) => subnetContains(p.subnet, address))?.subnet ?? "";
 }

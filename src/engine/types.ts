@@ -60,6 +60,11 @@ export interface EndpointRecord {
   aliases: string[];
   /** join order in the sandbox; the first non-internal network gives the default route */
   order: number;
+  /**
+   * ctnet added this endpoint on the gateway bridge for a container whose only networks are
+   * overlays, for egress and published ports; it is not one of the container's own networks.
+   */
+  gateway?: boolean;
 }
 
 /** What a container asked for on one network; kept while the container is stopped, like Docker. */

@@ -75,7 +75,11 @@ export function isAlive(pid: number, startTime: number): boolean {
   if (pid <= 0) return false;
   const now = processStartTime(pid);
   if (now !== startTime) return false;
-  // A zombie has exited: only its parent's wait is missing.
+  return isRunning(pid);
+}
+
+/** Whether pid exists and has not exited: a zombie has (only its parent's wait is missing), though kill(pid, 0) still finds it. */
+export function isRunning(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     return stat[stat.lastIndexOf(")") + 2] !== "Z";
