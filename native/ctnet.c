@@ -658,8 +658,8 @@ static napi_value js_umount(napi_env env, napi_callback_info info) {
 
 /*
  * Pseudo-terminals for `docker exec -t`. Node has no pty of its own and ctnet takes no npm
- * dependency for it: openpty() hands out the pair, spawnPty() starts a process on the slave as its
- * controlling terminal, ptyResize() passes the client's window size on.
+ * dependency for it: openpty() hands out the pair, spawnStdio() starts a process on the slave as
+ * its controlling terminal, ptyResize() passes the client's window size on.
  */
 
 /*
@@ -697,58 +697,6 @@ static napi_value js_openpty(napi_env env, napi_callback_info info) {
   napi_create_int32(env, slave, &jslave);
   napi_set_named_property(env, result, "master", jmaster);
   napi_set_named_property(env, result, "slave", jslave);
-  return result;
-}
-
-/*
- * spawnPty(argv: string[], env: string[], slaveFd: number): number (pid)
- * posix_spawn in a new session with the terminal as stdin, stdout and stderr. There is no file
- * action for TIOCSCTTY, but glibc runs setsid() before the file actions, and a session leader
- * without a controlling terminal that opens a terminal (without O_NOCTTY) acquires it: the slave
- * is therefore reopened by name rather than duplicated.
- */
-static napi_value js_spawn_pty(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
-  int32_t slave;
-  if (!get_int(env, argv[2], "slaveFd", &slave)) return NULL;
-  char tty[MAX_PATH];
-  int rc = ttyname_r(slave, tty, sizeof tty);
-  if (rc != 0) {
-    throw_errno(env, rc, "ttyname_r", NULL);
-    return NULL;
-  }
-  char **args, **envp;
-  if (!get_command(env, argv[0], argv[1], &args, &envp)) return NULL;
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_addopen(&fa, 0, tty, O_RDWR, 0);
-  posix_spawn_file_actions_adddup2(&fa, 0, 1);
-  posix_spawn_file_actions_adddup2(&fa, 0, 2);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid;
-  rc = posix_spawnp(&pid, args[0], &fa, &attr, args, envp);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  char path[MAX_PATH];
-  snprintf(path, sizeof path, "%s", args[0]);
-  free_nstrv(args);
-  free_nstrv(envp);
-  if (rc != 0) {
-    throw_errno(env, rc, "posix_spawnp", path);
-    return NULL;
-  }
-  napi_value result;
-  napi_create_int32(env, pid, &result);
   return result;
 }
 
@@ -965,7 +913,6 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT_FN("mount", js_mount);
   EXPORT_FN("umount", js_umount);
   EXPORT_FN("openpty", js_openpty);
-  EXPORT_FN("spawnPty", js_spawn_pty);
   EXPORT_FN("ptyResize", js_pty_resize);
   EXPORT_FN("pipe", js_pipe);
   EXPORT_FN("openptyIn", js_openpty_in);
