@@ -3,7 +3,7 @@ import { withPrefix } from "../ipam/index.js";
 import type { Netlink } from "../kernel/netlink.js";
 import { writeSysctl } from "../kernel/sysctl.js";
 import { addressEndpoint, hasIPv6 } from "./addressing.js";
-import { endpointAlias } from "./bridge/bridge.js";
+import { endpointAlias } from "./aliases.js";
 import type { SandboxHandle } from "./driver.js";
 
 /**

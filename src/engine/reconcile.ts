@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { endpointAlias, networkAlias } from "../drivers/bridge/bridge.js";
+import { endpointAlias, networkAlias } from "../drivers/aliases.js";
 import { deleteNetns, isNetnsMounted } from "../kernel/netns.js";
 import { log } from "../log.js";
 import { isAlive, readExitCode } from "../runtime/process.js";

@@ -5,9 +5,11 @@ import { randomMac, withPrefix } from "../../ipam/index.js";
 import type { Netlink } from "../../kernel/netlink.js";
 import { writeSysctl } from "../../kernel/sysctl.js";
 import { log } from "../../log.js";
-import { addressEndpoint, hasIPv6 } from "../addressing.js";
+import { hasIPv6 } from "../addressing.js";
+import { networkAlias } from "../aliases.js";
 import type { Driver, NetworkSpec, SandboxHandle } from "../driver.js";
 import { parseBoolOption, parseMtuOption, rejectUnknownOptions, validateIfname } from "../options.js";
+import { joinVeth, vethPresent } from "../veth.js";
 
 export const BRIDGE_NAME = "com.docker.network.bridge.name";
 export const ENABLE_ICC = "com.docker.network.bridge.enable_icc";
@@ -29,8 +31,6 @@ export const defaultGateway = (pool: PoolRecord): string =>
   pool.auxAddresses[DEFAULT_GATEWAY_AUX[pool.family]] ?? pool.gateway;
 
 /** Alias written on every link ctnet makes, so that start-up can tell its leftovers from others' links. */
-export const networkAlias = (id: string) => `ctnet:net:${id}`;
-export const endpointAlias = (id: string) => `ctnet:ep:${id}`;
 
 export interface BridgeSettings {
   icc: boolean;
@@ -152,28 +152,10 @@ export class BridgeDriver implements Driver {
     sandbox: SandboxHandle,
     defaultRoute: boolean,
   ): Promise<void> {
-    const { mtu } = bridgeSettings(net);
-    await this.host.createVeth({
-      name: ep.hostIfname,
-      peerName: ep.ifname,
-      peerNetnsPath: sandbox.path,
-      mtu,
-      peerMac: ep.mac,
-      alias: endpointAlias(ep.id),
-    });
+    await joinVeth(this.host, net, ep, sandbox, this.device(net), bridgeSettings(net).mtu);
+    if (!defaultRoute) return;
     try {
-      if (!hasIPv6(net)) {
-        // Without IPv6 on the network, the link-local addresses, DAD and MLD reports of every new
-        // interface are only noise, flooded to all ports of the bridge: O(ports) kernel work per
-        // container, which made a full network slower to fill (Docker turns them off too).
-        writeSysctl(`net/ipv6/conf/${ep.hostIfname}/disable_ipv6`, "1");
-        writeSysctl(`net/ipv6/conf/${ep.ifname}/disable_ipv6`, "1", sandbox.path);
-      }
-      await this.host.setMaster(ep.hostIfname, this.device(net));
-      await this.host.setHairpin(ep.hostIfname, true);
-      await this.host.setUp(ep.hostIfname);
-      await addressEndpoint(sandbox.netlink, net, ep);
-      if (defaultRoute) await this.setDefaultRoute(net, ep, sandbox);
+      await this.setDefaultRoute(net, ep, sandbox);
     } catch (err) {
       await this.host.deleteLink(ep.hostIfname);
       throw err;
@@ -185,17 +167,7 @@ export class BridgeDriver implements Driver {
   }
 
   async endpointPresent(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<boolean> {
-    const link = await this.host.getLink(ep.hostIfname);
-    if (link?.alias !== endpointAlias(ep.id) || !link.up) return false;
-    const bridge = await this.host.getLink(this.device(net));
-    if (!bridge || link.masterIndex !== bridge.index) return false;
-    const inner = await sandbox.netlink.getLink(ep.ifname);
-    if (!inner?.up) return false;
-    const have = new Set((await sandbox.netlink.listAddresses(ep.ifname)).map((a) => a.cidr));
-    return net.pools.every((p) => {
-      const address = p.family === 4 ? ep.ipv4 : ep.ipv6;
-      return !address || have.has(withPrefix(address, p.subnet));
-    });
+    return vethPresent(this.host, net, ep, sandbox, this.device(net));
   }
 
   async setDefaultRoute(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<void> {

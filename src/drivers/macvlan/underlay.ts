@@ -3,7 +3,7 @@ import { ConflictError, InvalidParameterError, NotFoundError, NotSupportedError 
 import { Netlink, type RouteSpec } from "../../kernel/netlink.js";
 import { writeSysctl } from "../../kernel/sysctl.js";
 import { addressEndpoint, hasIPv6 } from "../addressing.js";
-import { endpointAlias, networkAlias } from "../bridge/bridge.js";
+import { endpointAlias, networkAlias } from "../aliases.js";
 import type { Driver, NetworkSpec, SandboxHandle } from "../driver.js";
 import { rejectUnknownOptions, validateIfname } from "../options.js";
 

@@ -5,7 +5,7 @@ import { InvalidParameterError, NotSupportedError } from "../../errors.js";
 import type { Netlink } from "../../kernel/netlink.js";
 import { writeSysctl } from "../../kernel/sysctl.js";
 import { log } from "../../log.js";
-import { networkAlias } from "../bridge/bridge.js";
+import { networkAlias } from "../aliases.js";
 import type { Driver, NetworkSpec, SandboxHandle } from "../driver.js";
 import { parseMtuOption, rejectUnknownOptions } from "../options.js";
 import { joinVeth, vethPresent } from "../veth.js";
