@@ -60,15 +60,28 @@ export interface MeshPort extends LbMeshPort {
 }
 
 export interface LbModel {
-  /** network id → the VIPs of vip-mode services there, with their running tasks' addresses */
-  vips: Map<string, LbVip[]>;
+  /** network id → service id → the service's VIP there, with its running tasks' addresses */
+  vips: Map<string, Map<string, LbVip>>;
   /** ports published in ingress mode, with the running tasks' addresses on the ingress network */
   mesh: MeshPort[];
 }
 
 type ServiceView = Pick<Cluster, "services" | "tasks" | "taskStatuses">;
 
-const address = (cidr: string | undefined) => cidr?.split("/")[0] ?? "";
+const checked = new Map<string, string>();
+
+/** The IPv4 address of "a.b.c.d" or "a.b.c.d/len", else "" (IPv6 is not balanced). Memoised: the same few thousand texts come back on every pass. */
+function ipv4Of(text: string | undefined): string {
+  if (text === undefined) return "";
+  let a = checked.get(text);
+  if (a === undefined) {
+    if (checked.size >= 65536) checked.clear();
+    const plain = text.split("/")[0] ?? "";
+    a = isIPv4(plain) ? plain : "";
+    checked.set(text, a);
+  }
+  return a;
+}
 
 /** What every load balancer of the cluster must do, from the services' desired and reported state. */
 export function lbModel(view: ServiceView, ingressId: string | undefined): LbModel {
@@ -80,17 +93,26 @@ export function lbModel(view: ServiceView, ingressId: string | undefined): LbMod
     if (list) list.push(status.addresses);
     else running.set(task.serviceId, [status.addresses]);
   }
-  const on = (serviceId: string, networkId: string) =>
-    (running.get(serviceId) ?? []).map((a) => address(a[networkId])).filter((a) => isIPv4(a));
+  const on = (serviceId: string, networkId: string) => {
+    const out: string[] = [];
+    for (const a of running.get(serviceId) ?? []) {
+      const ip = ipv4Of(a[networkId]);
+      if (ip) out.push(ip);
+    }
+    return out;
+  };
   const model: LbModel = { vips: new Map(), mesh: [] };
   for (const s of view.services.values()) {
     if (s.endpointMode === "vip") {
       for (const networkId of s.networks) {
-        const vip = address(s.vips[networkId]);
-        if (networkId === ingressId || !isIPv4(vip)) continue;
-        const list = model.vips.get(networkId) ?? [];
-        list.push({ vip, backends: on(s.id, networkId) });
-        model.vips.set(networkId, list);
+        const vip = ipv4Of(s.vips[networkId]);
+        if (networkId === ingressId || !vip) continue;
+        let onNet = model.vips.get(networkId);
+        if (!onNet) {
+          onNet = new Map();
+          model.vips.set(networkId, onNet);
+        }
+        onNet.set(s.id, { vip, backends: on(s.id, networkId) });
       }
     }
     for (const p of s.ports) {
@@ -114,8 +136,8 @@ const portKey = (proto: string, port: number) => `${proto}/${port}`;
 export class ServiceLb {
   private readonly applier = new LbApplier(runNft);
   readonly ingress: IngressSandbox;
-  /** network id → its part of client tables: the same object for as long as it does not change */
-  private parts = new Map<string, LbElements>();
+  /** network id → "network service" → that service's part of client tables (see clientParts) */
+  private parts = new Map<string, Map<string, LbElements>>();
   private meshPart: LbElements = EMPTY;
   /** "proto/port" → the mesh port this host holds */
   private readonly reserved = new Map<string, Reservation>();
@@ -160,7 +182,7 @@ export class ServiceLb {
     const cluster = this.ctx.cluster;
     const ingressNet = cluster ? this.ingressNetwork() : undefined;
     const model = cluster ? lbModel(cluster, ingressNet?.id) : { vips: new Map(), mesh: [] };
-    this.parts = stableParts(this.parts, model.vips);
+    this.parts = clientParts(this.parts, model.vips);
     await this.syncMesh(cluster, ingressNet, model.mesh);
     this.syncClients(startup);
   }
@@ -194,10 +216,7 @@ export class ServiceLb {
 
   private applyClient(path: string, networkIds: string[], clearStale = false): void {
     const want = new Map<string, LbElements>();
-    for (const id of networkIds) {
-      const part = this.parts.get(id);
-      if (part) want.set(id, part);
-    }
+    for (const id of networkIds) for (const [key, part] of this.parts.get(id) ?? []) want.set(key, part);
     try {
       if (want.size === 0 && !this.applier.has(path)) {
         if (clearStale) this.applier.remove(path);
@@ -380,21 +399,45 @@ function sameElements(a: LbElements, b: LbElements): boolean {
 }
 
 /**
- * Each network's part of the client tables, keeping last pass's object where nothing changed, so
- * that the applier skips the sandboxes on networks a change did not touch.
+ * The client tables' parts: one per service and network, keeping last pass's object where nothing
+ * changed, so that the applier compares and sends only what a change touched. Adding the 1000th
+ * service then costs one part's elements, not the network's whole table.
  */
-function stableParts(before: Map<string, LbElements>, vips: Map<string, LbVip[]>): Map<string, LbElements> {
-  const out = new Map<string, LbElements>();
-  for (const [networkId, list] of vips) {
-    let part: LbElements;
-    try {
-      part = clientElements(list);
-    } catch (err) {
-      log.error({ err, network: networkId }, "a service's VIP or task address is invalid");
-      continue;
+export function clientParts(
+  before: Map<string, Map<string, LbElements>>,
+  vips: Map<string, Map<string, LbVip>>,
+): Map<string, Map<string, LbElements>> {
+  const out = new Map<string, Map<string, LbElements>>();
+  for (const [networkId, services] of vips) {
+    const had = before.get(networkId);
+    const parts = new Map<string, LbElements>();
+    for (const [serviceId, v] of services) {
+      const key = `${networkId} ${serviceId}`;
+      const old = had?.get(key);
+      const sig = signature(v);
+      if (old && signatures.get(old) === sig) {
+        parts.set(key, old);
+        continue;
+      }
+      try {
+        const part = clientElements([v]);
+        signatures.set(part, sig);
+        parts.set(key, part);
+      } catch (err) {
+        log.error(
+          { err, network: networkId, service: serviceId },
+          "a service's VIP or task address is invalid",
+        );
+      }
     }
-    const old = before.get(networkId);
-    out.set(networkId, old && sameElements(old, part) ? old : part);
+    out.set(networkId, parts);
   }
   return out;
+}
+
+/** What a part was made from: its VIP and its (sorted) backends. */
+const signatures = new WeakMap<LbElements, string>();
+
+function signature(v: LbVip): string {
+  return `${v.vip} ${[...v.backends].sort().join(" ")}`;
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { ServiceRecord, TaskRecord, TaskStatus } from "../../src/cluster/types.js";
-import { lbModel } from "../../src/engine/service-lb.js";
+import { clientParts, lbModel } from "../../src/engine/service-lb.js";
 import { InvalidParameterError } from "../../src/errors.js";
 import {
   BUCKETS,
@@ -291,10 +291,47 @@ describe("load balancer model", () => {
       ]),
     };
     const model = lbModel(view, "ingress");
-    assert.deepEqual([...model.vips.entries()], [["net1", [{ vip: "10.0.1.2", backends: ["10.0.1.5"] }]]]);
+    assert.deepEqual(
+      [...model.vips.entries()].map(([n, m]) => [n, [...m.entries()]]),
+      [["net1", [["web", { vip: "10.0.1.2", backends: ["10.0.1.5"] }]]]],
+    );
     assert.deepEqual(model.mesh, [
       { serviceId: "web", proto: "tcp", port: 8080, target: 80, backends: ["10.255.0.5"] },
     ]);
     assert.deepEqual(lbModel(view, undefined).mesh[0]?.backends, []);
+  });
+});
+
+describe("client table parts", () => {
+  const vips = (entries: [string, string, string[]][]) => {
+    const m = new Map<string, Map<string, { vip: string; backends: string[] }>>();
+    for (const [service, vip, backends] of entries) {
+      const onNet = m.get("net1") ?? new Map();
+      onNet.set(service, { vip, backends });
+      m.set("net1", onNet);
+    }
+    return m;
+  };
+
+  it("keeps a service's part as the same object while its VIP and tasks stay, whatever else changes", () => {
+    const first = clientParts(new Map(), vips([["a", "10.0.1.2", ["10.0.1.5", "10.0.1.6"]]]));
+    const second = clientParts(
+      first,
+      vips([
+        ["a", "10.0.1.2", ["10.0.1.6", "10.0.1.5"]],
+        ["b", "10.0.1.3", ["10.0.1.7"]],
+      ]),
+    );
+    assert.equal(second.get("net1")?.get("net1 a"), first.get("net1")?.get("net1 a"));
+    assert.deepEqual(second.get("net1")?.get("net1 b")?.vips, ["10.0.1.3"]);
+    const third = clientParts(
+      second,
+      vips([
+        ["a", "10.0.1.2", ["10.0.1.5"]],
+        ["b", "10.0.1.3", ["10.0.1.7"]],
+      ]),
+    );
+    assert.notEqual(third.get("net1")?.get("net1 a"), second.get("net1")?.get("net1 a"));
+    assert.equal(third.get("net1")?.get("net1 b"), second.get("net1")?.get("net1 b"));
   });
 });
