@@ -416,22 +416,25 @@ export class Services {
     }
   }
 
-  /** One VIP per network, claimed in the store without lease: it belongs to the service, not a host. */
-  private allocateVips(
+  /**
+   * One VIP per network, claimed in the store without lease: it belongs to the service, not a host.
+   * Outside the engine's queue, so that a create does not wait behind the containers it starts: an
+   * address is taken from the IPAM synchronously, and one another host claimed first stays marked
+   * used, as ClusterSync would mark it.
+   */
+  private async allocateVips(
     cluster: Cluster,
     serviceId: string,
     nets: NetworkRecord[],
   ): Promise<Record<string, string>> {
-    return this.ctx.lock.run(async () => {
-      const vips: Record<string, string> = {};
-      try {
-        for (const net of nets) vips[net.id] = await this.claimVip(cluster, serviceId, net);
-      } catch (err) {
-        await this.releaseVips(cluster, vips);
-        throw err;
-      }
-      return vips;
-    });
+    const vips: Record<string, string> = {};
+    try {
+      for (const net of nets) vips[net.id] = await this.claimVip(cluster, serviceId, net);
+    } catch (err) {
+      await this.releaseVips(cluster, vips);
+      throw err;
+    }
+    return vips;
   }
 
   private async claimVip(cluster: Cluster, serviceId: string, net: NetworkRecord): Promise<string> {
