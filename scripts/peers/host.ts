@@ -137,6 +137,8 @@ export function hostNamespace(prefix: string): TestNetns {
   return ns;
 }
 
+const neighbours = new Set<TestNetns>();
+
 /**
  * Another machine on a host namespace's link: a namespace joined to `host` by a veth ("pnb0" on
  * the host side, eth0 on the other), host 192.168.250.1, neighbour .2. Clients of published ports
@@ -144,6 +146,7 @@ export function hostNamespace(prefix: string): TestNetns {
  */
 export function neighbourOf(host: string): { ns: TestNetns; hostIp: string } {
   const ns = makeTestNetns("peer-nb");
+  neighbours.add(ns);
   const steps: string[][] = [
     ["-n", host, "link", "add", "pnb0", "type", "veth", "peer", "name", "eth0", "netns", ns.name],
     ["-n", host, "addr", "add", "192.168.250.1/24", "dev", "pnb0"],
@@ -165,6 +168,12 @@ export function neighbourOf(host: string): { ns: TestNetns; hostIp: string } {
 /** Removes the neighbour and its veth (deleting one end of a veth deletes both). */
 export function removeNeighbour(n: { ns: TestNetns }): void {
   n.ns.destroy();
+  neighbours.delete(n.ns);
+}
+
+/** Removes the neighbours still there (an interrupted run). */
+export function removeAllNeighbours(): void {
+  for (const ns of neighbours) removeNeighbour({ ns });
 }
 
 /** Pids of processes whose network namespace is the one at `nsPath`. */
@@ -230,6 +239,20 @@ function cgroupRoots(): string[] {
 
 export function cgroupExists(name: string): boolean {
   return cgroupRoots().some((r) => existsSync(`${r}/${name}`));
+}
+
+/** Pids in the cgroup `name` and its children, under every controller. */
+export function cgroupProcs(name: string): number[] {
+  const pids = new Set<number>();
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true }))
+      if (e.isDirectory()) walk(`${dir}/${e.name}`);
+      else if (e.name === "cgroup.procs")
+        for (const l of readFileSync(`${dir}/${e.name}`, "utf8").split("\n"))
+          if (l !== "") pids.add(Number(l));
+  };
+  for (const root of cgroupRoots()) if (existsSync(`${root}/${name}`)) walk(`${root}/${name}`);
+  return [...pids];
 }
 
 /**

@@ -48,7 +48,8 @@ function ratio(r: Row, peer: SystemId): string {
   const a = r.results.ctnet?.median;
   const b = r.results[peer]?.median;
   if (a === undefined || b === undefined || b === 0) return "–";
-  return String(round(a / b, 2));
+  const x = a / b;
+  return String(x < 0.1 ? Number(x.toPrecision(2)) : round(x, 2));
 }
 
 export function mainTable(res: PeersResult): string {

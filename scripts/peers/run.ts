@@ -9,7 +9,7 @@
  * network is as it was. Writes bench-results/peers.json and the peers section of
  * docs/benchmarks.md with its plots.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { machine, round, writeResult } from "../bench-util.js";
 import {
@@ -19,6 +19,7 @@ import {
   networkPicture,
   PEER_PACKAGES,
   pictureDiff,
+  removeAllNeighbours,
   STRAY_PATHS,
   versionOf,
 } from "./host.js";
@@ -96,6 +97,7 @@ export async function benchPeers(sel: PeersSelection, o: PeerOptions): Promise<P
     settled: {},
   };
   const forced: { system: SystemId; problems: string[] }[] = [];
+  const removedStrayPaths: string[] = [];
   let tornDown = false;
   const teardown = async () => {
     if (tornDown) return;
@@ -103,6 +105,12 @@ export async function benchPeers(sel: PeersSelection, o: PeerOptions): Promise<P
     for (const s of [...all].reverse()) {
       const problems = await s.destroy().catch((err: Error) => [err.message]);
       if (problems.length > 0) forced.push({ system: s.id, problems });
+    }
+    removeAllNeighbours();
+    rmSync(dir, { recursive: true, force: true });
+    for (const p of STRAY_PATHS.filter((x) => !strays.has(x) && existsSync(x))) {
+      rmSync(p, { recursive: true, force: true });
+      removedStrayPaths.push(p);
     }
   };
   // An interrupted run still removes the peers (and their namespaces) before it exits.
@@ -130,10 +138,7 @@ export async function benchPeers(sel: PeersSelection, o: PeerOptions): Promise<P
     await teardown();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    rmSync(dir, { recursive: true, force: true });
   }
-  const removedStrayPaths = STRAY_PATHS.filter((p) => !strays.has(p) && existingPaths([p]).size > 0);
-  for (const p of removedStrayPaths) rmSync(p, { recursive: true, force: true });
   const differences = pictureDiff(before, networkPicture());
 
   const versions: Record<string, string> = {};

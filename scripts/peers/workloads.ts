@@ -198,18 +198,34 @@ async function each(ctx: Context, workload: string, systems: System[], fn: (s: S
   });
 }
 
-/** Removes the workload's containers and networks from every system that took part. */
-async function cleanUp(ctx: Context, workload: string, systems: System[], nets: string[]): Promise<void> {
-  const t0 = Date.now();
+/**
+ * Removes the workload's containers and networks from every system that took part, or with
+ * `recycle` replaces the systems that can be by fresh ones.
+ */
+async function cleanUp(
+  ctx: Context,
+  workload: string,
+  systems: System[],
+  nets: string[],
+  recycle = false,
+): Promise<void> {
+  const took: string[] = [];
   for (const s of systems) {
+    const t0 = Date.now();
     try {
+      if (recycle && s.recycle) {
+        await s.recycle();
+        took.push(`${s.id} recycled in ${round((Date.now() - t0) / 1000, 1)} s`);
+        continue;
+      }
       await s.removeAllContainers();
       for (const n of nets) await s.networkRm(n).catch(() => 0);
     } catch (err) {
       fail(ctx, s, `${workload} (clean-up)`, err);
     }
+    took.push(`${s.id} ${round((Date.now() - t0) / 1000, 1)} s`);
   }
-  console.error(`peers: ${workload} clean-up took ${round((Date.now() - t0) / 1000, 1)} s`);
+  console.error(`peers: ${workload} clean-up: ${took.join(", ")}`);
 }
 
 /** Network create and remove. */
@@ -305,6 +321,8 @@ async function portsWorkload(ctx: Context): Promise<void> {
     .filter((m) => systems.some((s) => target(s) >= m))
     .sort((a, b) => a - b);
   const published = new Map<SystemId, number>(systems.map((s) => [s.id, 0]));
+  /** Each system's full (100-port) bulk containers, newest last. */
+  const full = new Map<SystemId, { name: string; ports: PortRange }[]>(systems.map((s) => [s.id, []]));
   let bulk = 0;
   let seq = 0;
   for (const nth of milestones) {
@@ -321,8 +339,12 @@ async function portsWorkload(ctx: Context): Promise<void> {
         async (s) => {
           const have = published.get(s.id) ?? 0;
           const count = Math.min(100, nth - 1 - have);
-          const ms = await s.run(name, "pports", [{ host: 10_000 + have, container: 1000, count }]);
-          if (count === 100) record(ctx, "ports", "run -d -p with a 100-port range (bulk)", s, ms);
+          const ports: PortRange = { host: 10_000 + have, container: 1000, count };
+          const ms = await s.run(name, "pports", [ports]);
+          if (count === 100) {
+            record(ctx, "ports", "run -d -p with a 100-port range (bulk)", s, ms);
+            full.get(s.id)?.push({ name, ports });
+          }
           published.set(s.id, have + count);
         },
         bulk,
@@ -338,6 +360,26 @@ async function portsWorkload(ctx: Context): Promise<void> {
       record(ctx, "ports", withoutName, s, await s.run("probe", "pports"));
       await s.rm("probe");
     });
+    // Unpublishing costs too: the newest bulk container is removed (timed) and started again.
+    if (nth >= 1000)
+      await interleave(ctx, "ports", due, 2, async (s) => {
+        const last = full.get(s.id)?.at(-1);
+        if (!last) return;
+        record(
+          ctx,
+          "ports",
+          `rm -f of a 100-port container (${nth.toLocaleString("en")} ports published)`,
+          s,
+          await s.rm(last.name),
+        );
+        record(
+          ctx,
+          "ports",
+          "run -d -p with a 100-port range (bulk)",
+          s,
+          await s.run(last.name, "pports", [last.ports]),
+        );
+      });
     const m: PortsMilestone = { nth, withPort: {}, withoutPort: {}, publishCost: {} };
     const w = ctx.rows.find((r) => r.name === withName);
     const wo = ctx.rows.find((r) => r.name === withoutName);
@@ -355,7 +397,7 @@ async function portsWorkload(ctx: Context): Promise<void> {
       `peers: ports #${nth}: ${JSON.stringify(m.withPort)} (without -p ${JSON.stringify(m.withoutPort)})`,
     );
   }
-  await cleanUp(ctx, "ports", systems, ["pports"]);
+  await cleanUp(ctx, "ports", systems, ["pports"], true);
 }
 
 function cdfOf(sorted: number[]): [number, number][] {
