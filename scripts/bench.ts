@@ -220,7 +220,7 @@ async function main(): Promise<void> {
         iperfRounds: n("peer-iperf-rounds"),
       },
     );
-    if (r.failures.length > 0 || !r.host.unchanged) process.exitCode = 1;
+    if (r.failures.length > 0 || !r.host.unchanged || r.host.forcedCleanup.length > 0) process.exitCode = 1;
   }
   if (ONLY.has("cluster")) {
     const r = await benchCluster({
