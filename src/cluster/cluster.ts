@@ -43,6 +43,19 @@ import {
  */
 export const LEASE_TTL = 4;
 const CAS_ATTEMPTS = 10;
+/**
+ * A request etcd does not answer in this time fails: the engine's queue must never wait forever
+ * on a store that went away. Streams (the watch, lease keep-alives) are long-lived and exempt.
+ */
+const CALL_TIMEOUT_MS = 5000;
+
+export function etcdClient(hosts: string | string[]): Etcd3 {
+  return new Etcd3({
+    hosts,
+    dialTimeout: 2000,
+    defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
+  });
+}
 
 export type WatchKind = "put" | "delete";
 
@@ -111,7 +124,7 @@ export class Cluster {
    * mirror, so that no event is handled before the engine's initial view is built.
    */
   static async connect(cfg: ClusterConfig, execRoot: string, timeoutMs: number): Promise<Cluster> {
-    const client = new Etcd3({ hosts: cfg.endpoints, dialTimeout: 2000 });
+    const client = etcdClient(cfg.endpoints);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
@@ -440,7 +453,7 @@ export class Cluster {
  * --initial-cluster for it (every member's name=peer URL, the new one included).
  */
 export async function addEtcdMember(endpoint: string, name: string, peerUrl: string): Promise<string> {
-  const client = new Etcd3({ hosts: endpoint, dialTimeout: 2000 });
+  const client = etcdClient(endpoint);
   try {
     const res = await client.cluster.memberAdd({ peerURLs: [peerUrl] });
     return res.members

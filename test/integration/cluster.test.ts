@@ -22,9 +22,10 @@ describe("cluster life cycle", () => {
   before(async () => {
     a = await TestDaemon.start("cla", ["--node-name", "alpha"]);
   });
+  // b's veth pair goes with either namespace: a (the etcd member) goes first, b has left by then.
   after(async () => {
-    await b?.destroy();
     await a?.destroy();
+    await b?.destroy();
   });
 
   it("refuses global networks and cluster commands before a cluster exists", async () => {
