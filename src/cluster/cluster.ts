@@ -465,3 +465,27 @@ export async function addEtcdMember(endpoint: string, name: string, peerUrl: str
     client.close();
   }
 }
+
+/**
+ * Waits until the etcd at `url` serves a linearizable read, i.e. a new member has joined and
+ * caught up: etcd refuses to add another member while one it added is not yet healthy.
+ */
+export async function waitForEtcd(url: string, timeoutMs: number): Promise<void> {
+  const client = etcdClient(url);
+  const deadline = Date.now() + timeoutMs;
+  try {
+    for (;;) {
+      try {
+        await client.get(REGISTRY).exec();
+        return;
+      } catch (err) {
+        if (Date.now() > deadline) {
+          throw new SystemError(`the etcd member at ${url} did not come up: ${(err as Error).message}`);
+        }
+        await sleep(200);
+      }
+    }
+  } finally {
+    client.close();
+  }
+}

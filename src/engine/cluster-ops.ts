@@ -1,5 +1,5 @@
 import { isIPv4 } from "node:net";
-import { addEtcdMember, Cluster } from "../cluster/cluster.js";
+import { addEtcdMember, Cluster, waitForEtcd } from "../cluster/cluster.js";
 import {
   type ClusterConfig,
   type EtcdMemberSpec,
@@ -115,6 +115,13 @@ export class ClusterOps {
         await this.etcd.stop();
         this.etcd.removeData();
         this.etcd.start(cfg.member);
+        try {
+          await waitForEtcd(cfg.member.clientUrl, CONNECT_TIMEOUT_MS);
+        } catch (err) {
+          await this.etcd.stop();
+          this.etcd.removeData();
+          throw err;
+        }
       }
       await this.seat(cfg);
     });

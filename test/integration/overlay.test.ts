@@ -55,7 +55,8 @@ describe("overlay networks across three hosts", () => {
   let vni = "";
 
   before(() => {
-    lab = TestLab.up({ hosts: 3 });
+    // Three etcd members: the cluster keeps its quorum when a host fails.
+    lab = TestLab.up({ hosts: 3, members: 3 });
   });
   after(() => lab?.destroy());
 
@@ -204,13 +205,13 @@ describe("overlay networks across three hosts", () => {
     await waitFor("host1 forgets host2's container", (LEASE_TTL + 2) * 1000, () =>
       remoteEntries(lab, "host1", vni).every((e) => !e.startsWith(`${b2} `)),
     );
-    assert.match(lab.ok("host1", ["cluster", "ls"]), /host2\s+\S+\s+client\s+down/);
+    assert.match(lab.ok("host1", ["cluster", "ls"]), /host2\s+\S+\s+member\s+down/);
     assert.notEqual(lab.ctnet("host1", ["exec", "bbox1", "getent", "hosts", "bbox2"]).status, 0);
     lab.start("host2");
     await waitFor("host1 hears of bbox2 again", 5000, () =>
       remoteEntries(lab, "host1", vni).some((e) => e.startsWith(`${b2} `)),
     );
-    assert.match(lab.ok("host1", ["cluster", "ls"]), /host2\s+\S+\s+client\s+ready/);
+    assert.match(lab.ok("host1", ["cluster", "ls"]), /host2\s+\S+\s+member\s+ready/);
     assert.ok(pings(lab, "host1", "bbox1", "bbox2"), "bbox1 pings bbox2 after host2 returned");
   });
 });
