@@ -9,11 +9,11 @@ import { InvalidParameterError } from "../errors.js";
  * honour yet is refused with a clear message instead of being ignored.
  */
 
-const stringMap = z
+export const stringMap = z
   .record(z.string(), z.string())
   .nullish()
   .transform((v) => v ?? {});
-const stringList = z
+export const stringList = z
   .array(z.string())
   .nullish()
   .transform((v) => v ?? []);

@@ -7,16 +7,7 @@ import { z } from "zod";
 import type { ServicePort } from "../cluster/types.js";
 import type { ServiceSpec } from "../engine/services.js";
 import { InvalidParameterError, NotSupportedError } from "../errors.js";
-import { parse } from "./schemas.js";
-
-const stringMap = z
-  .record(z.string(), z.string())
-  .nullish()
-  .transform((v) => v ?? {});
-const stringList = z
-  .array(z.string())
-  .nullish()
-  .transform((v) => v ?? []);
+import { parse, stringList, stringMap } from "./schemas.js";
 
 const networkAttachment = z.looseObject({ Target: z.string().min(1, "a network's Target is required") });
 

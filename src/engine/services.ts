@@ -49,19 +49,8 @@ const AUTO_PORTS = { first: 30000, last: 32767 };
 const SERVICE_NAME = /^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$/;
 const VIP_ATTEMPTS = 256;
 
-/** What a client asks for; networks by name or id, published 0 = pick one (ingress mode). */
-export interface ServiceSpec {
-  name: string;
-  image: string;
-  entrypoint?: string[];
-  cmd: string[];
-  env: string[];
-  labels: Record<string, string>;
-  replicas: number;
-  networks: string[];
-  endpointMode: "vip" | "dnsrr";
-  ports: ServicePort[];
-}
+/** What a client asks for: a service without what the store adds; networks by name or id, published 0 = pick one (ingress mode). */
+export type ServiceSpec = Omit<ServiceRecord, "id" | "created" | "updated" | "version" | "vips">;
 
 /** The routing mesh's hold on published ports on this host (engine/service-lb.ts). */
 export interface MeshPorts {

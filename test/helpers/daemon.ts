@@ -5,9 +5,9 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { request } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { type ApiResponse, apiRequest } from "./http.js";
 import { type ExecResult, makeTestNetns, type TestNetns } from "./netns.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -34,11 +34,6 @@ function processesMentioning(text: string): number[] {
  */
 export const TEST_UPSTREAM = "127.0.0.1";
 
-export interface ApiResponse {
-  status: number;
-  body: unknown;
-  text: string;
-}
 
 export class TestDaemon {
   private proc: ChildProcess | undefined;
@@ -134,35 +129,7 @@ export class TestDaemon {
   }
 
   api(method: string, path: string, body?: unknown): Promise<ApiResponse> {
-    return new Promise((resolve, reject) => {
-      const data = body === undefined ? undefined : JSON.stringify(body);
-      const req = request(
-        {
-          socketPath: this.socket,
-          // A pooled connection would outlive a restarted daemon and fail the next call.
-          agent: false,
-          method,
-          path,
-          headers: data ? { "Content-Type": "application/json" } : {},
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString();
-            let parsed: unknown = text;
-            try {
-              parsed = JSON.parse(text);
-            } catch {
-              // not JSON: keep the text
-            }
-            resolve({ status: res.statusCode ?? 0, body: parsed, text });
-          });
-        },
-      );
-      req.on("error", reject);
-      req.end(data);
-    });
+    return apiRequest(this.socket, method, path, body);
   }
 
   /** Runs the ctnet CLI against this daemon (from outside its namespace, as a user on the host would). */

@@ -6,11 +6,10 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { request } from "node:http";
 import { join } from "node:path";
 import { type HostState, LAB_DATA_ROOT, LAB_RUN_ROOT, type LabState, loadLab } from "../../src/lab/state.js";
-import type { ApiResponse } from "./daemon.js";
 import { CTNET } from "./daemon.js";
+import { type ApiResponse, apiRequest } from "./http.js";
 import type { ExecResult } from "./netns.js";
 
 export interface LabUpOptions {
@@ -136,36 +135,7 @@ export class TestLab {
 
   /** One API call to a host's daemon over its socket. */
   api(host: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
-    const socketPath = this.host(host).socket;
-    return new Promise((resolve, reject) => {
-      const data = body === undefined ? undefined : JSON.stringify(body);
-      const req = request(
-        {
-          socketPath,
-          method,
-          path,
-          // No pooled keep-alive socket: it would outlive a daemon restarted by `lab start`.
-          agent: false,
-          headers: data ? { "Content-Type": "application/json" } : {},
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString();
-            let parsed: unknown = text;
-            try {
-              parsed = JSON.parse(text);
-            } catch {
-              // not JSON: keep the text
-            }
-            resolve({ status: res.statusCode ?? 0, body: parsed, text });
-          });
-        },
-      );
-      req.on("error", reject);
-      req.end(data);
-    });
+    return apiRequest(this.host(host).socket, method, path, body);
   }
 
   /** A plain namespace on the underlay (`ctnet lab machine`), at the next free address. */
