@@ -14,11 +14,12 @@
  * timer (1 s, at best one jiffy: 4 ms at HZ=250) stays out of the figure, the pinger holds a
  * permanent neighbour entry for the address, with the MAC ctnet derives from it as Docker does; the
  * first echo then passes as soon as the pinger's host has the forwarding entry, and the proxy-ARP
- * entry a real client would ask for follows in the same netlink batch. Each host also runs
- * `ip -ts monitor neigh`, which says when the pinger's host programmed the new container.
- * Every round uses a fresh address, so no cache of an earlier round helps or hurts.
+ * entry a real client would ask for follows with the next netlink call. Every round uses a fresh
+ * address, so no cache of an earlier round helps or hurts. Where the time goes: an `etcdctl watch`
+ * beside the etcd member says when the endpoint reached etcd's watchers, and `ip -ts monitor neigh`
+ * on every host when each host's kernel got the container's entry.
  *
- * Throughput. iperf3 between two hosts of the 3-host lab: container to container over the overlay
+ * Throughput. iperf3 between the two hosts of a lab: container to container over the overlay
  * (VXLAN, MTU 1450), host namespace to host namespace over the underlay (the same veths and lab
  * bridge without VXLAN, MTU 1500), and container to container on one bridge network of one host for
  * reference; runs interleaved, median Gbit/s, with the offloads (ethtool -k) of the devices involved.
@@ -246,7 +247,14 @@ class Lab {
   static async up(hosts: number): Promise<Lab> {
     const name = `bc${randomBytes(3).toString("hex")}`;
     liveLabs.add(name);
-    await must(CTNET, ["lab", "up", "--name", name, "--hosts", String(hosts)], 300_000);
+    try {
+      await must(CTNET, ["lab", "up", "--name", name, "--hosts", String(hosts)], 300_000);
+    } catch (err) {
+      // A failed up cleans up after itself, unless it was killed on its time limit.
+      await run(CTNET, ["lab", "down", "--name", name], 180_000);
+      liveLabs.delete(name);
+      throw err;
+    }
     return new Lab(name, loadLab(name));
   }
 
@@ -258,6 +266,21 @@ class Lab {
     const r = await api(host.socket, method, path, body);
     if (r.status !== expect) throw new Error(`${host.name}: ${method} ${path}: ${r.status} ${r.text}`);
     return r.body;
+  }
+
+  /**
+   * Creates a global network on the first host and waits until every host has heard of it: the
+   * others learn it from their etcd watch, a moment after the create returns.
+   */
+  async createOverlay(name: string, subnet: string): Promise<void> {
+    const body = { Name: name, Driver: "overlay", IPAM: { Config: [{ Subnet: subnet }] } };
+    await this.call(this.hosts[0] as HostState, "POST", "/networks/create", body, 201);
+    for (const h of this.hosts) {
+      for (let i = 0; (await api(h.socket, "GET", `/networks/${name}`)).status !== 200; i++) {
+        if (i === 100) throw new Error(`${h.name} has not heard of network ${name}`);
+        await sleep(20);
+      }
+    }
   }
 
   /** `run -d` through the API; returns the container's pid (for nsenter) and its address on `net`. */
@@ -433,13 +456,7 @@ async function convergence(hosts: number, o: ClusterOptions): Promise<Convergenc
     const clock = new WallClock();
     let watchers: Watchers | undefined;
     try {
-      await lab.call(
-        lab.hosts[0] as HostState,
-        "POST",
-        "/networks/create",
-        { Name: NET, Driver: "overlay", IPAM: { Config: [{ Subnet: SUBNET }] } },
-        201,
-      );
+      await lab.createOverlay(NET, SUBNET);
       const pingers = [];
       for (const h of lab.hosts)
         pingers.push(await lab.runContainer(h, `pinger-${h.name}`, NET, ["sleep", "1d"]));
@@ -618,13 +635,7 @@ async function throughput(o: ClusterOptions): Promise<ThroughputResult> {
     try {
       const [h1, h2] = lab.hosts as [HostState, HostState];
       const iperfServer = ["iperf3", "-s", "-p", String(IPERF_PORT)];
-      await lab.call(
-        h1,
-        "POST",
-        "/networks/create",
-        { Name: NET, Driver: "overlay", IPAM: { Config: [{ Subnet: SUBNET }] } },
-        201,
-      );
+      await lab.createOverlay(NET, SUBNET);
       const ovServer = await lab.runContainer(h1, "ov-server", NET, iperfServer);
       const ovClient = await lab.runContainer(h2, "ov-client", NET, ["sleep", "1d"]);
       await lab.call(
@@ -717,7 +728,7 @@ export async function benchCluster(o: ClusterOptions): Promise<ClusterResult> {
     loadavg: os.loadavg().map((x) => round(x)),
     method: {
       convergence:
-        "POST /containers/create + /start on one host's socket, timed in-process; then the time to the first echo reply seen by fping -l -p 1 (1 ms period, receive timestamps) in a container on another host, which holds a permanent neighbour entry for the new address (MAC derived from it), so the pinger's ARP timer is not measured; programmed = `ip -ts monitor neigh` on the pinger's host",
+        "POST /containers/create + /start on one host's socket, timed in-process; then the time to the first echo reply seen by fping -l -p 1 (1 ms period, receive timestamps) in a container on another host, which holds a permanent neighbour entry for the new address (MAC derived from it), so the pinger's ARP timer is not measured. Sample times are ms from the create call; published = an etcdctl watch beside the etcd member heard the endpoint; programmed = `ip -ts monitor neigh` on the pinger's host (first/all: on the first/last other host)",
       throughput:
         "iperf3 -t N, one TCP stream, runs interleaved over the three paths; median of received Gbit/s",
     },

@@ -54,8 +54,8 @@ const OPTIONS = {
   "cluster-rounds": { type: "string", default: "100" },
   "cluster-seconds": { type: "string", default: "120" },
   "cluster-round-timeout": { type: "string", default: "5000" },
-  "cluster-iperf-seconds": { type: "string", default: "5" },
-  "cluster-iperf-runs": { type: "string", default: "3" },
+  "cluster-iperf-seconds": { type: "string", default: "4" },
+  "cluster-iperf-runs": { type: "string", default: "5" },
   help: { type: "boolean", default: false },
 } as const;
 
