@@ -187,14 +187,15 @@ export function peersMarkdown(res: PeersResult, plotFiles: string[]): string {
     dnsTable(res),
     "",
     ...plotFiles.map((f) => `![${f}](benchmarks/${f})\n`),
-    "#### What the peers cannot do here, and where a workload was cut",
+    "#### How the peers were run, what they cannot do here, and where a workload was cut",
     "",
     ...res.cannot.map((c) => `- **${c.system}**, ${c.what}: ${c.why}`),
     "",
     "#### Pending",
     "",
     ...res.pending.map(
-      (p) => `- ${p.workload}: comes with issue ${p.issue} (overlay networks and multi-host).`,
+      (p) =>
+        `- ${p.workload}: not compared yet; comes with issue ${p.issue} (overlay networks and multi-host) as workloads in scripts/peers/workloads.ts. ctnet's own figures: \`npm run bench -- --only cluster\` (scripts/bench-cluster.ts).`,
     ),
     "",
   ];

@@ -241,7 +241,8 @@ export class CtnetSystem extends CliEngine implements System {
 
   versions(): Record<string, string> {
     const head = versionOf("git", ["rev-parse", "--short", "HEAD"]);
-    return { ctnet: `0.1.0 (git ${head})`, "docker CLI": versionOf("docker", ["--version"]) };
+    const cli = /version ([\d.]+)/.exec(versionOf("docker", ["--version"]))?.[1] ?? "";
+    return { ctnet: `0.1.0 (git ${head})`, "docker CLI": cli };
   }
 
   async start(imageTar: string): Promise<void> {
@@ -303,7 +304,8 @@ export class DockerSystem extends CliEngine implements System {
     "iperf",
   ]);
   readonly notes = {
-    ports: "userland proxy on (Docker's default): one docker-proxy process per published port",
+    ports:
+      "userland proxy on (Docker's default): one docker-proxy process per published port. Docker unpublishes one iptables call at a time (see the rm -f row), so after the ports workload it is replaced by a fresh instance (its namespace deleted) rather than emptied",
   };
   protected readonly image = "local/busybox";
   static readonly CGROUP = "ctnet-peers-docker";

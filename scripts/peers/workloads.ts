@@ -48,11 +48,10 @@ export interface Summary {
 export interface Row {
   group: string;
   name: string;
-  unit: "ms" | "q/s" | "Gbit/s" | "%";
+  unit: "ms" | "q/s" | "Gbit/s";
   better: "lower" | "higher";
   results: Partial<Record<SystemId, Summary>>;
   samples: Partial<Record<SystemId, number[]>>;
-  note?: string;
 }
 
 export interface Failure {
@@ -108,7 +107,7 @@ export function summary(samples: number[]): Summary {
   };
 }
 
-function rowOf(ctx: Context, group: string, name: string, unit: Row["unit"], note?: string): Row {
+function rowOf(ctx: Context, group: string, name: string, unit: Row["unit"]): Row {
   let row = ctx.rows.find((r) => r.group === group && r.name === name);
   if (!row) {
     row = {
@@ -118,7 +117,6 @@ function rowOf(ctx: Context, group: string, name: string, unit: Row["unit"], not
       better: unit === "ms" ? "lower" : "higher",
       results: {},
       samples: {},
-      ...(note ? { note } : {}),
     };
     ctx.rows.push(row);
   }
