@@ -44,17 +44,17 @@ const KERNEL_LIMITS = [
   },
 ];
 
-function cutNotes(o: PeerOptions): { system: string; what: string; why: string }[] {
+function cutNotes(o: PeerOptions, peers: string): { system: string; what: string; why: string }[] {
   const out: { system: string; what: string; why: string }[] = [];
   if (o.peerFill < o.ctnetFill)
     out.push({
-      system: "Docker, Podman, CNI",
+      system: peers,
       what: "fill",
       why: `filled to ${o.peerFill} containers (ctnet to ${o.ctnetFill}): at ~0.2-0.5 s per start plus removal, 1,000 would take Docker alone ~15 min of the 30-minute budget (\`--peer-fill\` raises it)`,
     });
   if (o.peerPorts < o.ctnetPorts)
     out.push({
-      system: "Docker, Podman, CNI",
+      system: peers,
       what: "published ports",
       why: `cut at ${o.peerPorts.toLocaleString("en")} ports (ctnet to ${o.ctnetPorts.toLocaleString("en")}): Docker's default userland proxy runs one docker-proxy process per published port and adds iptables rules per port, and the portmap plugin re-reads the iptables ruleset on every ADD, so 10,000 ports cost minutes and thousands of processes (\`--peer-ports-total\` raises it)`,
     });
@@ -65,7 +65,13 @@ function cutNotes(o: PeerOptions): { system: string; what: string; why: string }
 export function limits(all: System[], o: PeerOptions): PeersResult["cannot"] {
   return [
     ...all.flatMap((s) => Object.entries(s.notes).map(([what, why]) => ({ system: s.label, what, why }))),
-    ...cutNotes(o),
+    ...cutNotes(
+      o,
+      all
+        .filter((s) => s.id !== "ctnet")
+        .map((s) => s.label)
+        .join(", "),
+    ),
     ...KERNEL_LIMITS,
   ];
 }
