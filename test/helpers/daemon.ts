@@ -34,7 +34,6 @@ function processesMentioning(text: string): number[] {
  */
 export const TEST_UPSTREAM = "127.0.0.1";
 
-
 export class TestDaemon {
   private proc: ChildProcess | undefined;
   readonly dataRoot: string;
