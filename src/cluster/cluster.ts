@@ -454,17 +454,30 @@ export class Cluster {
  */
 export async function addEtcdMember(endpoint: string, name: string, peerUrl: string): Promise<string> {
   const client = etcdClient(endpoint);
+  const deadline = Date.now() + MEMBER_ADD_TIMEOUT_MS;
   try {
-    const res = await client.cluster.memberAdd({ peerURLs: [peerUrl] });
-    return res.members
-      .map((m) => `${m.ID === res.member.ID ? name : m.name}=${m.peerURLs.join(",")}`)
-      .join(",");
-  } catch (err) {
-    throw new SystemError(`cannot add an etcd member through ${endpoint}: ${(err as Error).message}`);
+    for (;;) {
+      try {
+        const res = await client.cluster.memberAdd({ peerURLs: [peerUrl] });
+        return res.members
+          .map((m) => `${m.ID === res.member.ID ? name : m.name}=${m.peerURLs.join(",")}`)
+          .join(",");
+      } catch (err) {
+        // etcd adds a member only once the leader has been in touch with every other one for 5 s
+        // (its strict reconfiguration check): a member that just joined makes it wait.
+        const message = (err as Error).message;
+        if (!/unhealthy cluster/.test(message) || Date.now() > deadline) {
+          throw new SystemError(`cannot add an etcd member through ${endpoint}: ${message}`);
+        }
+        await sleep(500);
+      }
+    }
   } finally {
     client.close();
   }
 }
+
+const MEMBER_ADD_TIMEOUT_MS = 20_000;
 
 /**
  * Waits until the etcd at `url` serves a linearizable read, i.e. a new member has joined and
