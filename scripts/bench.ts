@@ -12,6 +12,9 @@
  *   the same workloads on ctnet, Docker, Podman and the CNI bridge plugin, interleaved;
  * - cluster (issue 5, scripts/bench-cluster.ts, bench-results/cluster.json; not in the default set):
  *   convergence across lab hosts and overlay throughput, in labs of `ctnet lab`.
+ * - services (issue 7, scripts/bench-services.ts, bench-results/services.json; not in the default
+ *   set): adding services (end to end, and the load balancer's pass alone) and connections per
+ *   second through a VIP and the routing mesh against direct paths, in a lab of 3 hosts.
  * Usage: npm run bench [-- --peers --only api,dns,ports,peers --fill 1000 --rounds 50
  *   --dns-seconds 10 --ports-total 10000 …]; `npm run bench -- --help` lists the options.
  */
@@ -20,6 +23,7 @@ import { TestDaemon } from "../test/helpers/daemon.js";
 import { benchCluster, clusterTables } from "./bench-cluster.js";
 import { benchDns, dnsTable } from "./bench-dns.js";
 import { benchPorts, portsTables } from "./bench-ports.js";
+import { benchServices, servicesTables } from "./bench-services.js";
 import { type Stat, stat, timed, writeResult } from "./bench-util.js";
 import { benchPeers, PEER_IDS, WORKLOAD_IDS } from "./peers/run.js";
 import type { SystemId } from "./peers/systems.js";
@@ -56,6 +60,11 @@ const OPTIONS = {
   "cluster-round-timeout": { type: "string", default: "5000" },
   "cluster-iperf-seconds": { type: "string", default: "4" },
   "cluster-iperf-runs": { type: "string", default: "5" },
+  "services-count": { type: "string", default: "50" },
+  "services-lb": { type: "string", default: "1000" },
+  "services-seconds": { type: "string", default: "3" },
+  "services-concurrency": { type: "string", default: "16" },
+  "services-rounds": { type: "string", default: "3" },
   help: { type: "boolean", default: false },
 } as const;
 
@@ -71,7 +80,8 @@ if (values.help) {
 const ONLY = new Set(values.only.split(","));
 if (values.peers) ONLY.add("peers");
 for (const part of ONLY)
-  if (!["api", "dns", "ports", "peers", "cluster"].includes(part)) throw new Error(`unknown part ${part}`);
+  if (!["api", "dns", "ports", "peers", "cluster", "services"].includes(part))
+    throw new Error(`unknown part ${part}`);
 const FILL = Number(values.fill);
 const ROUNDS = Number(values.rounds);
 
@@ -236,6 +246,16 @@ async function main(): Promise<void> {
       iperfRuns: Number(values["cluster-iperf-runs"]) === 0 ? 0 : n("cluster-iperf-runs"),
     });
     console.log(`\n${clusterTables(r)}`);
+  }
+  if (ONLY.has("services")) {
+    const r = await benchServices({
+      services: n("services-count"),
+      lbServices: n("services-lb"),
+      seconds: n("services-seconds"),
+      concurrency: n("services-concurrency"),
+      rounds: n("services-rounds"),
+    });
+    console.log(`\n${servicesTables(r)}`);
   }
 }
 
