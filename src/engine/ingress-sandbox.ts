@@ -80,7 +80,7 @@ export class IngressSandbox {
     this.readyOn = ingress.id;
   }
 
-  /** Takes the sandbox down: its endpoints' addresses and records, then the namespace. */
+  /** Takes the sandbox down: the namespace (its veths go with it), then its endpoints' addresses and records. */
   async remove(): Promise<void> {
     this.readyOn = undefined;
     this.closeNetlink();
