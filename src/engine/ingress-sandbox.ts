@@ -18,8 +18,6 @@ import { Undo } from "./undo.js";
 export const INGRESS_SANDBOX = "ingress-sbox";
 /** Its name as other hosts see its endpoint (Docker's). */
 export const INGRESS_ENDPOINT_NAME = "ingress-endpoint";
-/** The routing mesh's overlay network, made by the services layer when a service first publishes in ingress mode. */
-export const INGRESS_NETWORK = "ingress";
 
 const CLAIM_ATTEMPTS = 256;
 

@@ -49,9 +49,10 @@ import { log } from "../log.js";
 import type { PortBinding } from "../ports/types.js";
 import type { EngineContext } from "./context.js";
 import type { EngineEvent } from "./events.js";
-import { INGRESS_NETWORK, IngressSandbox } from "./ingress-sandbox.js";
+import { IngressSandbox } from "./ingress-sandbox.js";
 import type { Networks } from "./networks.js";
 import type { Sandboxes } from "./sandboxes.js";
+import { INGRESS_NETWORK } from "./swarm.js";
 import type { NetworkRecord } from "./types.js";
 
 /** A mesh port as the services ask for it: which service, and where its tasks are. */
