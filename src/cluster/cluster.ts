@@ -124,23 +124,8 @@ export class Cluster {
    * mirror, so that no event is handled before the engine's initial view is built.
    */
   static async connect(cfg: ClusterConfig, execRoot: string, timeoutMs: number): Promise<Cluster> {
-    const client = etcdClient(cfg.endpoints);
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        await client.get(REGISTRY).exec();
-        break;
-      } catch (err) {
-        if (Date.now() > deadline) {
-          client.close();
-          throw new SystemError(
-            `cannot reach the cluster store at ${cfg.endpoints.join(", ")}: ${(err as Error).message}`,
-          );
-        }
-        await sleep(200);
-      }
-    }
-    const c = new Cluster(client, cfg, join(execRoot, "cluster-lease"));
+    await waitForEtcd(cfg.endpoints, timeoutMs, "cannot reach the cluster store at");
+    const c = new Cluster(etcdClient(cfg.endpoints), cfg, join(execRoot, "cluster-lease"));
     try {
       await c.load();
       const namesake = c.hosts.get(cfg.nodeName);
@@ -453,52 +438,54 @@ export class Cluster {
  * --initial-cluster for it (every member's name=peer URL, the new one included).
  */
 export async function addEtcdMember(endpoint: string, name: string, peerUrl: string): Promise<string> {
-  const client = etcdClient(endpoint);
   const deadline = Date.now() + MEMBER_ADD_TIMEOUT_MS;
-  try {
-    for (;;) {
-      try {
-        const res = await client.cluster.memberAdd({ peerURLs: [peerUrl] });
-        return res.members
-          .map((m) => `${m.ID === res.member.ID ? name : m.name}=${m.peerURLs.join(",")}`)
-          .join(",");
-      } catch (err) {
-        // etcd adds a member only once the leader has been in touch with every other one for 5 s
-        // (its strict reconfiguration check): a member that just joined makes it wait.
-        const message = (err as Error).message;
-        if (!/unhealthy cluster/.test(message) || Date.now() > deadline) {
-          throw new SystemError(`cannot add an etcd member through ${endpoint}: ${message}`);
-        }
-        await sleep(500);
+  for (;;) {
+    // A client per attempt: the etcd3 client's circuit breaker would refuse calls after a few failures.
+    const client = etcdClient(endpoint);
+    try {
+      const res = await client.cluster.memberAdd({ peerURLs: [peerUrl] });
+      return res.members
+        .map((m) => `${m.ID === res.member.ID ? name : m.name}=${m.peerURLs.join(",")}`)
+        .join(",");
+    } catch (err) {
+      // etcd adds a member only once the leader has been in touch with every other one for 5 s
+      // (its strict reconfiguration check): a member that just joined makes it wait.
+      const message = (err as Error).message;
+      if (!/unhealthy cluster/.test(message) || Date.now() > deadline) {
+        throw new SystemError(`cannot add an etcd member through ${endpoint}: ${message}`);
       }
+    } finally {
+      client.close();
     }
-  } finally {
-    client.close();
+    await sleep(500);
   }
 }
 
 const MEMBER_ADD_TIMEOUT_MS = 20_000;
 
 /**
- * Waits until the etcd at `url` serves a linearizable read, i.e. a new member has joined and
- * caught up: etcd refuses to add another member while one it added is not yet healthy.
+ * Waits until etcd at `hosts` serves a linearizable read: a store that is starting, or a new
+ * member that has joined and caught up (etcd refuses to add another member before).
  */
-export async function waitForEtcd(url: string, timeoutMs: number): Promise<void> {
-  const client = etcdClient(url);
+export async function waitForEtcd(
+  hosts: string | string[],
+  timeoutMs: number,
+  failure = "no etcd member answered at",
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  try {
-    for (;;) {
-      try {
-        await client.get(REGISTRY).exec();
-        return;
-      } catch (err) {
-        if (Date.now() > deadline) {
-          throw new SystemError(`the etcd member at ${url} did not come up: ${(err as Error).message}`);
-        }
-        await sleep(200);
+  for (;;) {
+    // A client per attempt: the etcd3 client's circuit breaker would refuse calls after a few failures.
+    const client = etcdClient(hosts);
+    try {
+      await client.get(REGISTRY).exec();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) {
+        throw new SystemError(`${failure} ${[hosts].flat().join(", ")}: ${(err as Error).message}`);
       }
+    } finally {
+      client.close();
     }
-  } finally {
-    client.close();
+    await sleep(200);
   }
 }
