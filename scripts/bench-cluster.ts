@@ -26,12 +26,12 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { request } from "node:http";
 import os from "node:os";
 import { createInterface } from "node:readline";
 import { macFromIPv4 } from "../src/ipam/index.js";
 import { type HostState, type LabState, loadLab, netnsPath } from "../src/lab/state.js";
 import { CTNET } from "../test/helpers/daemon.js";
+import { apiRequest } from "../test/helpers/http.js";
 import { labLeftovers } from "../test/helpers/lab.js";
 import { median, round, type Stat, settle, sleep, stat, writeResult } from "./bench-util.js";
 
@@ -195,43 +195,6 @@ class WallClock {
   }
 }
 
-interface ApiResponse {
-  status: number;
-  body: unknown;
-  text: string;
-}
-
-function api(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
-  return new Promise((resolve, reject) => {
-    const data = body === undefined ? undefined : JSON.stringify(body);
-    const req = request(
-      {
-        socketPath,
-        agent: false,
-        method,
-        path,
-        headers: data ? { "Content-Type": "application/json" } : {},
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString();
-          let parsed: unknown = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            // not JSON: keep the text
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed, text });
-        });
-      },
-    );
-    req.on("error", reject);
-    req.end(data);
-  });
-}
-
 interface Inspect {
   State: { Pid: number };
   NetworkSettings: { Networks: Record<string, { IPAddress: string }> };
@@ -263,7 +226,7 @@ class Lab {
   }
 
   async call(host: HostState, method: string, path: string, body: unknown, expect: number): Promise<unknown> {
-    const r = await api(host.socket, method, path, body);
+    const r = await apiRequest(host.socket, method, path, body);
     if (r.status !== expect) throw new Error(`${host.name}: ${method} ${path}: ${r.status} ${r.text}`);
     return r.body;
   }
@@ -276,7 +239,7 @@ class Lab {
     const body = { Name: name, Driver: "overlay", IPAM: { Config: [{ Subnet: subnet }] } };
     await this.call(this.hosts[0] as HostState, "POST", "/networks/create", body, 201);
     for (const h of this.hosts) {
-      for (let i = 0; (await api(h.socket, "GET", `/networks/${name}`)).status !== 200; i++) {
+      for (let i = 0; (await apiRequest(h.socket, "GET", `/networks/${name}`)).status !== 200; i++) {
         if (i === 100) throw new Error(`${h.name} has not heard of network ${name}`);
         await sleep(20);
       }
