@@ -662,6 +662,17 @@ static napi_value js_umount(napi_env env, napi_callback_info info) {
  * its controlling terminal, ptyResize() passes the client's window size on.
  */
 
+/* { master, slave }: a pseudo-terminal's two descriptors, as both openpty calls return them. */
+static napi_value pty_pair(napi_env env, int master, int slave) {
+  napi_value result, jmaster, jslave;
+  napi_create_object(env, &result);
+  napi_create_int32(env, master, &jmaster);
+  napi_create_int32(env, slave, &jslave);
+  napi_set_named_property(env, result, "master", jmaster);
+  napi_set_named_property(env, result, "slave", jslave);
+  return result;
+}
+
 /*
  * openpty(): { master, slave }. Both are close-on-exec so no other child inherits them. The
  * master is non-blocking: libuv's tty handle keeps a master's mode as it finds it, and a blocking
@@ -691,13 +702,7 @@ static napi_value js_openpty(napi_env env, napi_callback_info info) {
     throw_errno(env, err, "open", name);
     return NULL;
   }
-  napi_value result, jmaster, jslave;
-  napi_create_object(env, &result);
-  napi_create_int32(env, master, &jmaster);
-  napi_create_int32(env, slave, &jslave);
-  napi_set_named_property(env, result, "master", jmaster);
-  napi_set_named_property(env, result, "slave", jslave);
-  return result;
+  return pty_pair(env, master, slave);
 }
 
 /* ptyResize(fd, rows, cols): the kernel sends SIGWINCH to the terminal's foreground process group. */
@@ -772,13 +777,7 @@ static napi_value js_openpty_in(napi_env env, napi_callback_info info) {
     throw_errno(env, err, "ioctl TIOCGPTPEER", ptmx);
     return NULL;
   }
-  napi_value result, jmaster, jslave;
-  napi_create_object(env, &result);
-  napi_create_int32(env, master, &jmaster);
-  napi_create_int32(env, slave, &jslave);
-  napi_set_named_property(env, result, "master", jmaster);
-  napi_set_named_property(env, result, "slave", jslave);
-  return result;
+  return pty_pair(env, master, slave);
 }
 
 #define MAX_STDIO 16
