@@ -147,6 +147,9 @@ export class OverlayDriver implements Driver {
   }
 
   async endpointPresent(net: NetworkRecord, ep: EndpointRecord, sandbox: SandboxHandle): Promise<boolean> {
+    // Reconcile asks this of every endpoint: the network's devices and remote entries, which no
+    // endpoint check would notice missing (a lost VXLAN device leaves the veths intact), are
+    // repaired here first.
     await this.ensureDevices(net);
     return vethPresent(this.host, net, ep, sandbox, overlayBridge(vniOf(net)));
   }
