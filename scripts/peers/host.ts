@@ -192,20 +192,6 @@ export function processesInNetns(nsPath: string): number[] {
   return out;
 }
 
-/** Pids whose command line mentions `text`. */
-export function processesMentioning(text: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(text)) out.push(Number(entry));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return out;
-}
-
 export function killAll(pids: number[]): void {
   for (const pid of pids) {
     try {

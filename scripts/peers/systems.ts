@@ -13,7 +13,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
-import { TestDaemon } from "../../test/helpers/daemon.js";
+import { processesMentioning, TestDaemon } from "../../test/helpers/daemon.js";
 import { startDnsStub } from "../../test/helpers/dns-stub.js";
 import { makeTestNetns, type TestNetns } from "../../test/helpers/netns.js";
 import {
@@ -24,7 +24,6 @@ import {
   killAll,
   must,
   processesInNetns,
-  processesMentioning,
   type Ran,
   removeCgroups,
   run,

@@ -15,7 +15,7 @@ export const CTNET = join(ROOT, "bin", "ctnet");
 const MAIN = join(ROOT, "dist", "cli", "main.js");
 
 /** Pids whose command line mentions `text` (a test's directory: its daemon's containers). */
-function processesMentioning(text: string): number[] {
+export function processesMentioning(text: string): number[] {
   const out: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
