@@ -180,7 +180,7 @@ function ensurePackages(packages: string[]): void {
  * timestamps (CLOCK_REALTIME). Date.now() alone has 1 ms steps; calibrate() catches the instant
  * it steps and ties it to the monotonic clock, so the offset is exact to a few µs.
  */
-class WallClock {
+export class WallClock {
   private offset = Date.now() - performance.now();
 
   calibrate(): void {
@@ -201,10 +201,10 @@ interface Inspect {
 }
 
 /** A lab brought up and taken down through the real `ctnet lab` commands. */
-class Lab {
+export class Lab {
   private constructor(
     readonly name: string,
-    readonly state: LabState,
+    public state: LabState,
   ) {}
 
   static async up(hosts: number): Promise<Lab> {
@@ -223,6 +223,15 @@ class Lab {
 
   get hosts(): HostState[] {
     return this.state.hosts;
+  }
+
+  /** `lab machine`: a plain namespace on the lab's underlay; returns its namespace path and address. */
+  async machine(name: string): Promise<{ nsPath: string; addr: string }> {
+    await must(CTNET, ["lab", "machine", "--name", this.name, name]);
+    this.state = loadLab(this.name);
+    const m = this.state.machines.find((x) => x.name === name);
+    if (!m) throw new Error(`lab ${this.name} has no machine ${name}`);
+    return { nsPath: netnsPath(m.netns), addr: m.addr };
   }
 
   async call(host: HostState, method: string, path: string, body: unknown, expect: number): Promise<unknown> {
@@ -314,7 +323,10 @@ function roundAddress(r: number): string {
  * wall-clock time (ms) of the first echo reply, `sending` once it has printed anything (a timeout
  * after 50 ms), which proves it is sending.
  */
-function probe(pid: number, ip: string): { sending: Promise<void>; replyAt: Promise<number>; stop(): void } {
+export function probe(
+  pid: number,
+  ip: string,
+): { sending: Promise<void>; replyAt: Promise<number>; stop(): void } {
   const p = track(
     spawn("nsenter", ["-t", String(pid), "-n", ...PROBE, ip], { stdio: ["ignore", "pipe", "pipe"] }),
   );

@@ -54,6 +54,8 @@ const OPTIONS = {
   "peer-dns-rate": { type: "string", default: "10000" },
   "peer-iperf-seconds": { type: "string", default: "5" },
   "peer-iperf-rounds": { type: "string", default: "2" },
+  "peer-multi-hosts": { type: "string", default: "3" },
+  "peer-multi-rounds": { type: "string", default: "30" },
   "cluster-hosts": { type: "string", default: "3,10" },
   "cluster-rounds": { type: "string", default: "100" },
   "cluster-seconds": { type: "string", default: "120" },
@@ -228,6 +230,8 @@ async function main(): Promise<void> {
         dnsNames: n("dns-names"),
         iperfSeconds: n("peer-iperf-seconds"),
         iperfRounds: n("peer-iperf-rounds"),
+        multiHosts: n("peer-multi-hosts"),
+        multiRounds: n("peer-multi-rounds"),
       },
     );
     if (r.failures.length > 0 || !r.host.unchanged || r.host.forcedCleanup.length > 0) process.exitCode = 1;

@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { Machine } from "../bench-util.js";
 import { median, round } from "../bench-util.js";
+import type { MultiHostNote } from "./multihost.js";
 import { COLORS, lineChart, type Series } from "./svg.js";
 import type { SystemId } from "./systems.js";
 import type { DnsSeries, Failure, PeerOptions, PortsMilestone, Row } from "./workloads.js";
@@ -24,7 +25,7 @@ export interface PeersResult {
   ports: PortsMilestone[];
   dns: DnsSeries[];
   cannot: { system: string; what: string; why: string }[];
-  pending: { workload: string; issue: number }[];
+  multihost?: MultiHostNote;
   failures: Failure[];
   host: {
     unchanged: boolean;
@@ -47,7 +48,8 @@ function cell(r: Row, id: SystemId): string {
 function ratio(r: Row, peer: SystemId): string {
   const a = r.results.ctnet?.median;
   const b = r.results[peer]?.median;
-  if (a === undefined || b === undefined || b === 0) return "–";
+  // A time that can be negative (an answer before `run` returned) has no meaningful ratio.
+  if (a === undefined || b === undefined || a <= 0 || b <= 0) return "–";
   const x = a / b;
   return String(x < 0.1 ? Number(x.toPrecision(2)) : round(x, 2));
 }
@@ -147,6 +149,22 @@ export function plots(res: PeersResult): Record<string, string> {
   return out;
 }
 
+function multiHostSection(res: PeersResult): string[] {
+  const m = res.multihost;
+  if (!m) return [];
+  const label = (id: string) => res.systems.find((s) => s.id === id)?.label ?? id;
+  const each = (x: Partial<Record<SystemId, number>>) =>
+    Object.entries(x)
+      .map(([id, v]) => `${label(id)} ${v}`)
+      .join(", ");
+  return [
+    "#### Multi-host",
+    "",
+    `The multihost rows run in one lab (\`ctnet lab up\`): ${m.hosts} hosts with ctnet daemons in a cluster and ${m.hosts} machines on the same underlay bridge with dockerd in a swarm (an attachable overlay network). Each round starts a container with a fresh address on the next host in turn (Engine API create + start) while a container on another host pings that address with fping at a 1 ms period, holding a permanent neighbour entry for it, so the figure is the time until the pinger's host can forward to the new container; ctnet and Docker alternate round by round. "run returned → first echo reply" is negative when the container answered before \`run\` returned (no ratio then). Rounds without a reply within 5 s: ${each(m.unanswered)}. Container MTU on the overlay: ${each(m.mtu)}. iperf3 runs from a container on the second host to one on the first, and host to host over the underlay for reference.`,
+    "",
+  ];
+}
+
 export function peersMarkdown(res: PeersResult, plotFiles: string[]): string {
   const m = res.machine;
   const o = res.options;
@@ -163,7 +181,7 @@ export function peersMarkdown(res: PeersResult, plotFiles: string[]): string {
     "",
     `Machine: ${m.nproc} × ${m.cpu}, ${m.memGiB} GiB, kernel ${m.kernel}, Node ${m.node}. Versions: ${versions}.`,
     "",
-    `Options: \`--peer-rounds ${o.rounds} --fill ${o.ctnetFill} --peer-fill ${o.peerFill} --ports-total ${o.ctnetPorts} --peer-ports-total ${o.peerPorts} --peer-ports-probes ${o.portsProbes} --peer-dns-seconds ${o.dnsSeconds} --peer-dns-rounds ${o.dnsRounds} --peer-dns-rate ${o.dnsRate} --peer-iperf-seconds ${o.iperfSeconds} --peer-iperf-rounds ${o.iperfRounds}\`. ` +
+    `Options: \`--peer-rounds ${o.rounds} --fill ${o.ctnetFill} --peer-fill ${o.peerFill} --ports-total ${o.ctnetPorts} --peer-ports-total ${o.peerPorts} --peer-ports-probes ${o.portsProbes} --peer-dns-seconds ${o.dnsSeconds} --peer-dns-rounds ${o.dnsRounds} --peer-dns-rate ${o.dnsRate} --peer-iperf-seconds ${o.iperfSeconds} --peer-iperf-rounds ${o.iperfRounds} --peer-multi-hosts ${o.multiHosts} --peer-multi-rounds ${o.multiRounds}\`. ` +
       `Comparison part: ${round(res.durationS / 60, 1)} min${res.installed.length > 0 ? ` (with installing ${res.installed.join(", ")})` : ""}. Machine busy before each workload (all CPUs): ${settled}.`,
     "",
     res.host.unchanged
@@ -191,13 +209,7 @@ export function peersMarkdown(res: PeersResult, plotFiles: string[]): string {
     "",
     ...res.cannot.map((c) => `- **${c.system}**, ${c.what}: ${c.why}`),
     "",
-    "#### Pending",
-    "",
-    ...res.pending.map(
-      (p) =>
-        `- ${p.workload}: not compared yet; comes with issue ${p.issue} (overlay networks and multi-host) as workloads in scripts/peers/workloads.ts. ctnet's own figures: \`npm run bench -- --only cluster\` (scripts/bench-cluster.ts).`,
-    ),
-    "",
+    ...multiHostSection(res),
   ];
   if (res.failures.length > 0) {
     out.push("#### Failures in this run", "");

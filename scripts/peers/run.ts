@@ -25,7 +25,7 @@ import {
 } from "./host.js";
 import { mainTable, type PeersResult, writeDocs } from "./report.js";
 import { CniSystem, CtnetSystem, DockerSystem, PodmanSystem, type System, type SystemId } from "./systems.js";
-import { type Context, PENDING, type PeerOptions, runWorkloads, WORKLOADS } from "./workloads.js";
+import { type Context, type PeerOptions, runWorkloads, WORKLOADS } from "./workloads.js";
 
 export const PEER_IDS: SystemId[] = ["docker", "podman", "cni"];
 export const WORKLOAD_IDS = WORKLOADS.map((w) => w.id);
@@ -35,7 +35,12 @@ const KERNEL_LIMITS = [
   {
     system: "Docker",
     what: "service VIPs and the routing mesh",
-    why: "a one-node swarm forms and its overlay and DNS round robin work, but VIPs and the ingress mesh need IPVS, which this kernel lacks; not measured",
+    why: "a swarm forms across host namespaces and its attachable overlay works (the multi-host rows), but VIPs and the ingress mesh need IPVS, which this kernel lacks; not measured",
+  },
+  {
+    system: "Podman, CNI bridge plugin",
+    what: "multi-host networks",
+    why: "netavark has no overlay driver, and Debian's containernetworking-plugins have no plugin that spans hosts (no VXLAN or flannel plugin); the multi-host rows compare ctnet with Docker only",
   },
   {
     system: "Docker, ctnet",
@@ -104,14 +109,16 @@ export async function benchPeers(sel: PeersSelection, o: PeerOptions): Promise<P
     systems: [],
     o,
     dir,
+    imageTar,
     rows: [],
     failures: [],
     fill: {},
     ports: [],
     dns: [],
     settled: {},
+    forced: [],
   };
-  const forced: { system: SystemId; problems: string[] }[] = [];
+  const forced = ctx.forced;
   const removedStrayPaths: string[] = [];
   let tornDown = false;
   const teardown = async () => {
@@ -174,7 +181,7 @@ export async function benchPeers(sel: PeersSelection, o: PeerOptions): Promise<P
     ports: ctx.ports,
     dns: ctx.dns,
     cannot,
-    pending: PENDING,
+    multihost: ctx.multihost,
     failures: ctx.failures,
     host: { unchanged: differences.length === 0, differences, removedStrayPaths, forcedCleanup: forced },
   };

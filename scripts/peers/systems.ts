@@ -339,54 +339,11 @@ export class DockerSystem extends CliEngine implements System {
 
   async start(imageTar: string): Promise<void> {
     this.imageTar = imageTar;
-    mkdirSync(this.dir, { recursive: true });
-    writeFileSync(join(this.dir, "daemon.json"), "{}\n");
     this.ns = hostNamespace("peer-docker");
     // --dns: containers' upstream is a stub in Docker's own namespace, never the machine's resolver.
     this.stub = await startDnsStub(this.ns.path, {});
-    const log = openSync(join(this.dir, "dockerd.log"), "a");
-    this.proc = spawn(
-      "nsenter",
-      [
-        `--net=${this.ns.path}`,
-        "--",
-        "dockerd",
-        "--config-file",
-        join(this.dir, "daemon.json"),
-        "--data-root",
-        join(this.dir, "data"),
-        "--exec-root",
-        join(this.dir, "exec"),
-        "-H",
-        `unix://${this.socket}`,
-        "--pidfile",
-        join(this.dir, "docker.pid"),
-        "--dns",
-        "127.0.0.1",
-        "--exec-opt",
-        "native.cgroupdriver=cgroupfs",
-        "--cgroup-parent",
-        `/${DockerSystem.CGROUP}`,
-        "--log-level",
-        "warn",
-      ],
-      { stdio: ["ignore", log, log] },
-    );
-    closeSync(log);
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      if (this.proc.exitCode !== null) throw new Error(`dockerd exited: ${this.logTail()}`);
-      const ping = await engineApi(this.socket, "GET", "/_ping").catch(() => undefined);
-      if (ping?.status === 200) break;
-      if (Date.now() > deadline) throw new Error(`dockerd did not answer within 60 s: ${this.logTail()}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    this.proc = await startDockerd(this.dir, this.ns.path, DockerSystem.CGROUP);
     await this.timed(["import", imageTar, "local/busybox"]);
-  }
-
-  private logTail(): string {
-    const f = join(this.dir, "dockerd.log");
-    return existsSync(f) ? readFileSync(f, "utf8").slice(-2000) : "";
   }
 
   floor(): Promise<number> {
@@ -453,8 +410,62 @@ export class DockerSystem extends CliEngine implements System {
   }
 }
 
+/**
+ * Starts dockerd in the network namespace at `nsPath` (through nsenter: `ip netns exec` would hide
+ * the cgroup mounts) with its data, exec root, socket (`<dir>/docker.sock`) and log under `dir`,
+ * containers under the cgroup `/<cgroup>`, and `--dns 127.0.0.1` so that no container's queries
+ * leave the namespace; resolves once it answers `/_ping`.
+ */
+export async function startDockerd(dir: string, nsPath: string, cgroup: string): Promise<ChildProcess> {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "daemon.json"), "{}\n");
+  const logFile = join(dir, "dockerd.log");
+  const socket = join(dir, "docker.sock");
+  const log = openSync(logFile, "a");
+  const proc = spawn(
+    "nsenter",
+    [
+      `--net=${nsPath}`,
+      "--",
+      "dockerd",
+      "--config-file",
+      join(dir, "daemon.json"),
+      "--data-root",
+      join(dir, "data"),
+      "--exec-root",
+      join(dir, "exec"),
+      "-H",
+      `unix://${socket}`,
+      "--pidfile",
+      join(dir, "docker.pid"),
+      "--dns",
+      "127.0.0.1",
+      "--exec-opt",
+      "native.cgroupdriver=cgroupfs",
+      "--cgroup-parent",
+      `/${cgroup}`,
+      "--log-level",
+      "warn",
+    ],
+    { stdio: ["ignore", log, log] },
+  );
+  closeSync(log);
+  const tail = () => (existsSync(logFile) ? readFileSync(logFile, "utf8").slice(-2000) : "");
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`dockerd exited: ${tail()}`);
+    const ping = await engineApi(socket, "GET", "/_ping").catch(() => undefined);
+    if (ping?.status === 200) return proc;
+    if (Date.now() > deadline) {
+      proc.kill("SIGKILL");
+      throw new Error(`dockerd did not answer within 60 s: ${tail()}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Stops a helper process we started and waits for it to be gone. */
-async function stopChild(child: ChildProcess | undefined): Promise<void> {
+export async function stopChild(child: ChildProcess | undefined): Promise<void> {
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once("exit", r));
   child.kill("SIGTERM");
@@ -468,7 +479,7 @@ async function stopChild(child: ChildProcess | undefined): Promise<void> {
  * cgroup), unmounts and removes its directory and deletes its namespace. Returns what had to be
  * cleaned this way.
  */
-function forceClean(dir: string, ns: TestNetns | undefined, cgroup?: string): string[] {
+export function forceClean(dir: string, ns: TestNetns | undefined, cgroup?: string): string[] {
   const problems: string[] = [];
   const stray = [
     ...new Set([

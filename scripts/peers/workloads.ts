@@ -4,17 +4,15 @@
  * drift, and other work on it, hits all of them alike. A system that fails a step is dropped from
  * the rest of that workload and the failure is recorded; the other systems go on.
  *
- * WORKLOADS below lists them in the order they run. The overlay and multi-host workloads of
- * issue 5 (overlay throughput; multi-host convergence for ctnet, and Docker where a one-node
- * swarm can be formed) belong in that list as further entries; until then the report lists them
- * as pending.
+ * WORKLOADS below lists them in the order they run.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cpuTicks, dnsperf, machineTicks } from "../bench-dns.js";
 import { quantile, round, settle } from "../bench-util.js";
 import { neighbourOf, removeNeighbour, run } from "./host.js";
+import { iperf } from "./iperf.js";
+import { type MultiHostNote, multiHost } from "./multihost.js";
 import type { Capability, PortRange, System, SystemId } from "./systems.js";
 
 export interface PeerOptions {
@@ -36,6 +34,9 @@ export interface PeerOptions {
   dnsNames: number;
   iperfSeconds: number;
   iperfRounds: number;
+  /** Hosts per system in the multi-host workload, and its convergence rounds. */
+  multiHosts: number;
+  multiRounds: number;
 }
 
 export interface Summary {
@@ -87,6 +88,8 @@ export interface Context {
   systems: System[];
   o: PeerOptions;
   dir: string;
+  /** The busybox image every system imports. */
+  imageTar: string;
   rows: Row[];
   failures: Failure[];
   /** Per-container `run -d` times as the network filled, by system. */
@@ -95,6 +98,9 @@ export interface Context {
   dns: DnsSeries[];
   /** Machine load seen before each workload. */
   settled: Record<string, { waitedMs: number; busyPct: number }>;
+  multihost?: MultiHostNote;
+  /** What a workload had to clean up by force, by system. */
+  forced: { system: SystemId; problems: string[] }[];
 }
 
 export function summary(samples: number[]): Summary {
@@ -504,53 +510,6 @@ async function dnsWorkload(ctx: Context): Promise<void> {
   await cleanUp(ctx, "dns", systems, ["pdns"]);
 }
 
-/** Waits until something listens on TCP `port` in the namespace at `ns`. */
-async function listening(ns: string, port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const r = await run("nsenter", [`--net=${ns}`, "--", "ss", "-Hltn", `sport = :${port}`]);
-    if (r.stdout.trim() !== "") return;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
-
-/** One iperf3 test: a one-off server in `serverNs`, the client in `clientNs`; Gbit/s received. */
-async function iperf(
-  serverNs: string,
-  clientNs: string,
-  target: string,
-  port: number,
-  secs: number,
-): Promise<number> {
-  let server: ChildProcess | undefined;
-  try {
-    server = spawn("nsenter", [`--net=${serverNs}`, "--", "iperf3", "-s", "-1", "-p", "5201"], {
-      stdio: "ignore",
-    });
-    await listening(serverNs, 5201);
-    const r = await run(
-      "nsenter",
-      [`--net=${clientNs}`, "--", "iperf3", "-c", target, "-p", String(port), "-t", String(secs), "-J"],
-      {
-        timeoutMs: (secs + 30) * 1000,
-      },
-    );
-    if (r.status !== 0 || r.stdout.trim() === "")
-      throw new Error(
-        `iperf3 -c ${target}:${port} exited ${r.status}: ${r.stderr.trim() || r.stdout.trim()}`,
-      );
-    const out = JSON.parse(r.stdout) as {
-      end?: { sum_received?: { bits_per_second: number } };
-      error?: string;
-    };
-    const bps = out.end?.sum_received?.bits_per_second;
-    if (!bps) throw new Error(`iperf3: ${out.error ?? r.stderr}`);
-    return bps / 1e9;
-  } finally {
-    server?.kill("SIGKILL");
-  }
-}
-
 /** iperf3 between two containers on one bridge, and from a neighbour machine through a published port. */
 async function iperfWorkload(ctx: Context): Promise<void> {
   const systems = able(ctx, "iperf");
@@ -598,6 +557,38 @@ async function iperfWorkload(ctx: Context): Promise<void> {
   await cleanUp(ctx, "iperf", systems, ["piperf"]);
 }
 
+/**
+ * ctnet's overlay against Docker's swarm overlay, each on its own hosts of one lab
+ * (scripts/peers/multihost.ts); Podman and the CNI plugins have no multi-host network here.
+ */
+async function multiHostWorkload(ctx: Context): Promise<void> {
+  const systems = new Map(ctx.systems.map((s) => [s.id, s]));
+  const { note, forced } = await multiHost(
+    join(ctx.dir, "multihost"),
+    ctx.imageTar,
+    systems.has("docker"),
+    {
+      hosts: ctx.o.multiHosts,
+      rounds: ctx.o.multiRounds,
+      roundTimeoutMs: 5000,
+      iperfSeconds: ctx.o.iperfSeconds,
+      iperfRounds: ctx.o.iperfRounds,
+    },
+    {
+      record: (name, id, value, unit) => {
+        const s = systems.get(id);
+        if (s) record(ctx, "multihost", name, s, value, unit);
+      },
+      fail: (id, err) => {
+        const s = systems.get(id);
+        if (s) fail(ctx, s, "multihost", err);
+      },
+    },
+  );
+  ctx.multihost = note;
+  ctx.forced.push(...forced);
+}
+
 export const WORKLOADS: { id: string; run: (ctx: Context) => Promise<void> }[] = [
   { id: "network", run: networkWorkload },
   { id: "containers", run: containersWorkload },
@@ -605,12 +596,7 @@ export const WORKLOADS: { id: string; run: (ctx: Context) => Promise<void> }[] =
   { id: "ports", run: portsWorkload },
   { id: "dns", run: dnsWorkload },
   { id: "iperf", run: iperfWorkload },
-];
-
-/** What issue 5 adds; listed in the results until its workloads are in WORKLOADS. */
-export const PENDING = [
-  { workload: "overlay throughput (iperf3 across hosts)", issue: 5 },
-  { workload: "multi-host convergence (ctnet; Docker swarm on one node)", issue: 5 },
+  { id: "multihost", run: multiHostWorkload },
 ];
 
 export async function runWorkloads(ctx: Context, only: Set<string>): Promise<void> {
