@@ -15,6 +15,8 @@
  * - services (issue 7, scripts/bench-services.ts, bench-results/services.json; not in the default
  *   set): adding services (end to end, and the load balancer's pass alone) and connections per
  *   second through a VIP and the routing mesh against direct paths, in a lab of 3 hosts.
+ * - with --compare A.json[,B.json] (no benchmark runs): whether two peers runs agree within the
+ *   noise each measured (scripts/peers/compare.ts; B defaults to bench-results/peers.json).
  * Usage: npm run bench [-- --peers --only api,dns,ports,peers --fill 1000 --rounds 50
  *   --dns-seconds 10 --ports-total 10000 …]; `npm run bench -- --help` lists the options.
  */
@@ -25,6 +27,7 @@ import { benchDns, dnsTable } from "./bench-dns.js";
 import { benchPorts, portsTables } from "./bench-ports.js";
 import { benchServices, servicesTables } from "./bench-services.js";
 import { type Stat, stat, timed, writeResult } from "./bench-util.js";
+import { compareRuns, comparisonMarkdown, loadPeersResult, writeComparisonDocs } from "./peers/compare.js";
 import { benchPeers, PEER_IDS, WORKLOAD_IDS } from "./peers/run.js";
 import type { SystemId } from "./peers/systems.js";
 
@@ -50,10 +53,10 @@ const OPTIONS = {
   "peer-ports-total": { type: "string", default: "1000" },
   "peer-ports-probes": { type: "string", default: "5" },
   "peer-dns-seconds": { type: "string", default: "10" },
-  "peer-dns-rounds": { type: "string", default: "2" },
+  "peer-dns-rounds": { type: "string", default: "3" },
   "peer-dns-rate": { type: "string", default: "10000" },
   "peer-iperf-seconds": { type: "string", default: "5" },
-  "peer-iperf-rounds": { type: "string", default: "2" },
+  "peer-iperf-rounds": { type: "string", default: "3" },
   "peer-multi-hosts": { type: "string", default: "3" },
   "peer-multi-rounds": { type: "string", default: "30" },
   "cluster-hosts": { type: "string", default: "3,10" },
@@ -67,6 +70,7 @@ const OPTIONS = {
   "services-seconds": { type: "string", default: "3" },
   "services-concurrency": { type: "string", default: "16" },
   "services-rounds": { type: "string", default: "3" },
+  compare: { type: "string", default: "" },
   help: { type: "boolean", default: false },
 } as const;
 
@@ -77,6 +81,17 @@ if (values.help) {
       .map(([k, v]) => `  --${k}${v.type === "string" ? ` (default ${v.default})` : ""}`)
       .join("\n")}`,
   );
+  process.exit(0);
+}
+if (values.compare !== "") {
+  const [a = "", b = "bench-results/peers.json"] = values.compare.split(",");
+  const runA = loadPeersResult(a);
+  const comparison = compareRuns(runA, loadPeersResult(b));
+  const labels = Object.fromEntries(runA.systems.map((s) => [s.id, s.label]));
+  const markdown = comparisonMarkdown(comparison, labels);
+  writeResult("peers-rerun.json", { files: [a, b], ...comparison });
+  writeComparisonDocs(markdown);
+  console.log(markdown);
   process.exit(0);
 }
 const ONLY = new Set(values.only.split(","));

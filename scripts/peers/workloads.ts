@@ -440,6 +440,8 @@ async function dnsWorkload(ctx: Context): Promise<void> {
     client.set(s.id, { ns, server });
   });
   const latencies = new Map<string, number[]>();
+  /** Each round's median latency: the spread between rounds is the figure's noise. */
+  const roundMedians = new Map<string, number[]>();
   const cpu = new Map<string, { server: number; client: number; wall: number }>();
   const modes: ["max" | "paced", string[]][] = [
     ["max", ["-q", "100"]],
@@ -465,6 +467,8 @@ async function dnsWorkload(ctx: Context): Promise<void> {
       if (r.lost > r.sent / 100) throw new Error(`dnsperf lost ${r.lost} of ${r.sent} queries`);
       const key = `${s.id} ${mode}`;
       latencies.set(key, [...(latencies.get(key) ?? []), ...r.latencies]);
+      const sorted = [...r.latencies].sort((a, b) => a - b);
+      roundMedians.set(key, [...(roundMedians.get(key) ?? []), round(quantile(sorted, 0.5), 3)]);
       const was = cpu.get(key) ?? { server: 0, client: 0, wall: 0 };
       cpu.set(key, {
         server: was.server + (pid ? cpuTicks(pid) - cpu0 : Number.NaN),
@@ -488,6 +492,7 @@ async function dnsWorkload(ctx: Context): Promise<void> {
           ? "DNS latency at full speed"
           : `DNS latency paced at ${ctx.o.dnsRate.toLocaleString("en")} q/s`;
       const row = rowOf(ctx, "dns", label, "ms");
+      row.samples[s.id] = roundMedians.get(key) ?? [];
       row.results[s.id] = {
         n: lat.length,
         median: round(quantile(lat, 0.5), 3),
