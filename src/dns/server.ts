@@ -81,7 +81,9 @@ export class DnsServer {
     const l: Listener = {
       sandboxId,
       nsPath,
-      udp: dgram.createSocket("udp4"),
+      // Replies go to the sender's address, always a literal: without a lookup of its own, dgram
+      // would pass each one through dns.lookup and send it a tick later.
+      udp: dgram.createSocket({ type: "udp4", lookup: literalLookup }),
       tcp: net.createServer((sock) => this.onConnection(l, sock)),
       conns: new Set(),
       closed: false,
@@ -181,6 +183,14 @@ export class DnsServer {
       (err) => dnsLog.error({ sandboxId: l.sandboxId, err }, "forwarding failed"),
     );
   }
+}
+
+function literalLookup(
+  address: string,
+  _options: unknown,
+  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
+  callback(null, address, 4);
 }
 
 function writeFrame(sock: net.Socket, packet: Buffer): void {

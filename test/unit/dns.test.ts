@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { type DecodedPacket, decode, encode, type Packet, type RecordType } from "dns-packet";
-import { answer, errorReply, type Outcome, RoundRobin } from "../../src/dns/answer.js";
+import {
+  answer,
+  decodedAnswer,
+  errorReply,
+  type Outcome,
+  quickAnswer,
+  RoundRobin,
+} from "../../src/dns/answer.js";
 import { addressOfReverseName, parseUpstream, type ResolverView } from "../../src/dns/records.js";
 
 const RD = 0x0100;
@@ -209,6 +216,167 @@ describe("answer", () => {
     notify.writeUInt16BE(notify.readUInt16BE(2) | (4 << 11), 2);
     const r = replyOf(ask(notify));
     assert.equal((r as DecodedPacket & { rcode: string }).rcode, "NOTIMP");
+  });
+});
+
+describe("quickAnswer (the fast path)", () => {
+  const OPT = {
+    type: "OPT" as const,
+    name: ".",
+    udpPayloadSize: 1232,
+    extendedRcode: 0,
+    ednsVersion: 0,
+    flags: 0,
+    flag_do: false,
+    options: [],
+  };
+  const many = Array.from({ length: 60 }, (_, i) => `10.0.${i >> 8}.${i & 255}`);
+  const v = new FakeView({
+    ...{
+      db: { v4: ["172.18.0.2"] },
+      web: { v4: ["172.18.0.3", "172.18.0.4", "172.18.0.5"], v6: ["fd00::3", "2001:db8::1:0:0:1"] },
+      "db.mynet": { v4: ["172.18.0.2"] },
+      "under_score-1": { v4: ["172.18.0.9"] },
+    },
+    [`${"x".repeat(40)}`]: { v4: many, v6: many.map((_, i) => `fd00::${i.toString(16)}`) },
+  });
+  const quick = (q: Buffer, rr: RoundRobin, tcp = false) => quickAnswer(q, "sb1", v, rr, tcp);
+  const full = (q: Buffer, rr: RoundRobin, tcp = false) => decodedAnswer(q, "sb1", v, rr, tcp);
+
+  test("answers the common queries byte for byte as the full path does", () => {
+    const cases: [string, Buffer][] = [];
+    for (const name of ["db", "DB", "Db.MyNet", "web", "under_score-1", "x".repeat(40), "unknown", "a.b.c"])
+      for (const type of ["A", "AAAA"] as const) {
+        cases.push([`${name} ${type}`, query(name, type)]);
+        cases.push([`${name} ${type} EDNS`, query(name, type, { additionals: [OPT] })]);
+        cases.push([
+          `${name} ${type} EDNS 4096`,
+          query(name, type, { additionals: [{ ...OPT, udpPayloadSize: 4096 }] }),
+        ]);
+        cases.push([
+          `${name} ${type} EDNS 100`,
+          query(name, type, { additionals: [{ ...OPT, udpPayloadSize: 100 }] }),
+        ]);
+        cases.push([`${name} ${type} DO`, query(name, type, { additionals: [{ ...OPT, flags: 0x8000 }] })]);
+        cases.push([`${name} ${type} no RD, CD and AD`, query(name, type, { flags: 0x0010 | 0x0020 })]);
+      }
+    for (const [label, q] of cases) {
+      for (const tcp of [false, true]) {
+        const rrQuick = new RoundRobin();
+        const rrFull = new RoundRobin();
+        // Several rounds, so that the rotation is compared too.
+        for (let i = 0; i < 4; i++) {
+          const a = quick(q, rrQuick, tcp);
+          const b = full(q, rrFull, tcp);
+          assert.ok(a !== undefined, `${label}: the fast path takes it`);
+          assert.deepEqual(a, b, `${label}${tcp ? " over TCP" : ""}, round ${i}`);
+        }
+      }
+    }
+  });
+
+  test("truncates as the full path: whole records with TC, EDNS size honoured", () => {
+    const name = "x".repeat(40);
+    const out = quick(query(name, "AAAA"), new RoundRobin()) as { kind: "reply"; packet: Buffer };
+    const r = decode(out.packet);
+    assert.ok(r.flag_tc && out.packet.length <= 512);
+    assert.equal(r.answers?.length, Math.floor((512 - (12 + 42 + 4)) / (42 + 10 + 16)));
+    const big = quick(
+      query(name, "A", { additionals: [{ ...OPT, udpPayloadSize: 4096 }] }),
+      new RoundRobin(),
+    );
+    assert.equal(decode((big as { packet: Buffer }).packet).answers?.length, 60);
+  });
+
+  test("unknown names are forwarded at once", () => {
+    assert.deepEqual(quick(query("example", "A"), new RoundRobin()), { kind: "forward" });
+  });
+
+  test("anything unusual is left to the full path", () => {
+    const rr = new RoundRobin();
+    const left = (label: string, q: Buffer) => assert.equal(quick(q, rr), undefined, label);
+    for (const type of ["PTR", "MX", "TXT", "SRV", "ANY", "NS"] as const) left(type, query("db", type));
+    left("class CH", encode({ type: "query", id: 1, questions: [{ type: "A", name: "db", class: "CH" }] }));
+    left(
+      "two questions",
+      encode({
+        type: "query",
+        id: 1,
+        questions: [
+          { type: "A", name: "db" },
+          { type: "A", name: "web" },
+        ],
+      }),
+    );
+    left(
+      "an answer section",
+      encode({
+        type: "query",
+        id: 1,
+        questions: [{ type: "A", name: "db" }],
+        answers: [{ type: "A", name: "db", data: "1.2.3.4" }],
+      }),
+    );
+    left(
+      "an EDNS option (a cookie)",
+      query("db", "A", { additionals: [{ ...OPT, options: [{ code: 10, data: Buffer.alloc(8, 1) }] }] }),
+    );
+    left("two additionals", query("db", "A", { additionals: [OPT, OPT] }));
+    left(
+      "an additional that is not OPT",
+      query("db", "A", { additionals: [{ type: "A", name: "db", data: "1.2.3.4" }] }),
+    );
+    left("the root", query(".", "A"));
+    left("a label with a dot in it", query("db", "A").fill(0x2e, 13, 14));
+    left("a label with a byte outside plain names", query("db", "A").fill(0xc3, 13, 14));
+    left("trailing bytes", Buffer.concat([query("db", "A"), Buffer.from([0])]));
+    left("a cut question", query("db", "A").subarray(0, 19));
+    // The question's name as a pointer to a copy of "db" placed after it.
+    const plain = query("db", "A");
+    const pointer = Buffer.concat([
+      plain.subarray(0, 12),
+      Buffer.from([0xc0, 18, 0, 1, 0, 1]),
+      plain.subarray(12, 16),
+    ]);
+    left("a compression pointer", pointer);
+    const long = Array.from({ length: 5 }, () => "a".repeat(63)).join(".");
+    const longQuery = Buffer.concat([
+      Buffer.from([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+      ...long.split(".").map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])),
+      Buffer.from([0, 0, 1, 0, 1]),
+    ]);
+    left("a name over 255 bytes", longQuery);
+    const formerr = ask(longQuery) as { kind: string; packet: Buffer };
+    assert.equal(formerr.kind, "reply");
+    assert.equal((formerr.packet[3] as number) & 0x0f, 1, "FORMERR, as before");
+  });
+
+  test("whatever it takes from mutated queries, it answers as the full path", () => {
+    let seed = 7;
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed >> 8;
+    };
+    const bases = [
+      query("web", "A"),
+      query("Db.mynet", "AAAA", { additionals: [OPT] }),
+      query("x".repeat(40), "A"),
+    ];
+    let taken = 0;
+    for (let i = 0; i < 5000; i++) {
+      const q = Buffer.from(bases[i % bases.length] as Buffer);
+      for (let k = rand() % 3; k >= 0; k--) q[12 + (rand() % (q.length - 12))] = rand() & 0xff;
+      const a = quick(q, new RoundRobin());
+      if (a === undefined) continue;
+      taken++;
+      assert.deepEqual(a, full(q, new RoundRobin()), q.toString("hex"));
+    }
+    assert.ok(taken > 0);
+  });
+
+  test("an address of the wrong family from the view is an error, not garbage", () => {
+    const wrong = new FakeView({ db: { v6: ["172.18.0.2"] } });
+    assert.throws(() => quickAnswer(query("db", "AAAA"), "sb1", wrong, new RoundRobin(), false));
   });
 });
 
