@@ -10,6 +10,12 @@ import { parseUpstream, type Upstream } from "./records.js";
 
 /** resolv.conf's MAXNS, which Docker also applies. */
 const MAX_UPSTREAMS = 3;
+/** Connected UDP sockets per upstream that queries in flight share. */
+const SOCKETS_PER_UPSTREAM = 4;
+/** Queries one socket carries before it is retired, so that the source port keeps changing. */
+const QUERIES_PER_SOCKET = 100;
+/** A socket nothing waits on is closed after this long. */
+const IDLE_MS = 2000;
 
 export interface ForwarderOptions {
   /** Total time for all upstreams together. */
@@ -23,8 +29,14 @@ export class Forwarder {
   private readonly parsed = new Map<string, Upstream | null>();
   private readonly random = Buffer.alloc(1024);
   private randomAt = this.random.length;
+  private readonly pools = new Map<string, UpstreamPool>();
 
   constructor(private readonly o: ForwarderOptions) {}
+
+  /** Closes the pooled sockets; queries still waiting on them fail over to SERVFAIL. */
+  close(): void {
+    for (const pool of [...this.pools.values()]) pool.close();
+  }
 
   /**
    * The upstream's answer to `query` with the client's id, or SERVFAIL when none answered in time
@@ -37,14 +49,10 @@ export class Forwarder {
     if (this.inFlight >= this.o.maxInFlight) return errorReply(query, RCODE_REFUSED);
     this.inFlight++;
     try {
-      // Our own id, so that an off-path spoofer cannot reuse the client's (often predictable) one.
-      const id = this.nextId();
-      const out = Buffer.from(query);
-      out.writeUInt16BE(id, 0);
       const deadline = Date.now() + this.o.timeoutMs;
       const res = tcp
-        ? await exchangeTcp(out, id, targets, deadline)
-        : await exchangeUdp(out, id, targets, deadline);
+        ? await exchangeTcp(query, this.nextId(), targets, deadline)
+        : await exchangeUdp(query, targets, deadline, (t) => this.poolOf(t));
       if (!res) return errorReply(query, RCODE_SERVFAIL);
       res.writeUInt16BE(query.readUInt16BE(0), 0);
       return res;
@@ -68,6 +76,21 @@ export class Forwarder {
     return out;
   }
 
+  private poolOf(target: Upstream): UpstreamPool {
+    const key = `${target.host}|${target.port}`;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = new UpstreamPool(
+        target,
+        () => this.nextId(),
+        () => this.pools.delete(key),
+      );
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /** Our own ids, so that an off-path spoofer cannot reuse the client's (often predictable) one. */
   private nextId(): number {
     if (this.randomAt + 2 > this.random.length) {
       randomFillSync(this.random);
@@ -86,6 +109,141 @@ function usable(msg: Buffer, id: number): boolean {
   return rcode !== RCODE_SERVFAIL && rcode !== RCODE_REFUSED;
 }
 
+/** The answer to one query sent on a pooled socket, or undefined when the socket failed. */
+type Waiter = (msg: Buffer | undefined) => void;
+
+/**
+ * A connected UDP socket to one upstream that several queries in flight share, each under its own
+ * id. Connected, so that only the upstream's address can answer and ICMP errors reach us: an error
+ * fails every query waiting on the socket (they all went to the same dead upstream) and retires it.
+ */
+class PooledSocket {
+  private readonly socket: dgram.Socket;
+  private readonly waiting = new Map<number, Waiter>();
+  private backlog: Buffer[] | undefined = [];
+  private idle: NodeJS.Timeout | undefined;
+  sent = 0;
+  retired = false;
+  private closed = false;
+
+  constructor(
+    target: Upstream,
+    private readonly onClose: (s: PooledSocket) => void,
+  ) {
+    this.socket = dgram.createSocket(target.family === 6 ? "udp6" : "udp4");
+    // Only the queries waiting on it may keep the daemon up, and each of those has its own timer.
+    this.socket.unref();
+    this.socket.on("error", () => this.close());
+    this.socket.on("message", (msg: Buffer) => {
+      if (msg.length < 12) return;
+      const id = msg.readUInt16BE(0);
+      const w = this.waiting.get(id);
+      if (!w) return;
+      this.forget(id);
+      w(msg);
+    });
+    // A failed connect comes as an "error" event.
+    this.socket.connect(target.port, target.host, () => {
+      const backlog = this.backlog ?? [];
+      this.backlog = undefined;
+      for (const q of backlog) this.write(q);
+    });
+  }
+
+  has(id: number): boolean {
+    return this.waiting.has(id);
+  }
+
+  /** Sends `query`, whose id is `id` and not waited for on this socket yet. */
+  send(query: Buffer, id: number, w: Waiter): void {
+    clearTimeout(this.idle);
+    this.sent++;
+    this.waiting.set(id, w);
+    if (this.backlog) this.backlog.push(query);
+    else this.write(query);
+  }
+
+  /** Stops waiting for `id`; a socket nothing waits on is closed, at once if it is retired. */
+  forget(id: number): void {
+    if (!this.waiting.delete(id) || this.waiting.size > 0 || this.closed) return;
+    if (this.retired) this.close();
+    else this.idle = setTimeout(() => this.close(), IDLE_MS).unref();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.idle);
+    this.socket.close();
+    this.onClose(this);
+    const waiting = [...this.waiting.values()];
+    this.waiting.clear();
+    for (const w of waiting) w(undefined);
+  }
+
+  private write(query: Buffer): void {
+    this.socket.send(query, (err) => {
+      if (err) this.waiterFails(query.readUInt16BE(0));
+    });
+  }
+
+  private waiterFails(id: number): void {
+    const w = this.waiting.get(id);
+    if (!w) return;
+    this.forget(id);
+    w(undefined);
+  }
+}
+
+/** The sockets to one upstream: a few in use at once, each retired after a number of queries. */
+class UpstreamPool {
+  private readonly all = new Set<PooledSocket>();
+  private readonly active: PooledSocket[] = [];
+  private turn = 0;
+
+  constructor(
+    private readonly target: Upstream,
+    private readonly nextId: () => number,
+    private readonly onEmpty: () => void,
+  ) {}
+
+  /** Sends the client's `query` under an id of ours; returns that id and how to stop waiting. */
+  exchange(query: Buffer, w: Waiter): { id: number; cancel: () => void } {
+    let s: PooledSocket;
+    if (this.active.length < SOCKETS_PER_UPSTREAM) {
+      s = new PooledSocket(this.target, (closed) => this.closed(closed));
+      this.all.add(s);
+      this.active.push(s);
+    } else {
+      this.turn = (this.turn + 1) % this.active.length;
+      s = this.active[this.turn] as PooledSocket;
+    }
+    let id = this.nextId();
+    while (s.has(id)) id = this.nextId();
+    const out = Buffer.from(query);
+    out.writeUInt16BE(id, 0);
+    s.send(out, id, w);
+    if (s.sent >= QUERIES_PER_SOCKET) this.retire(s);
+    return { id, cancel: () => s.forget(id) };
+  }
+
+  close(): void {
+    for (const s of [...this.all]) s.close();
+  }
+
+  private retire(s: PooledSocket): void {
+    s.retired = true;
+    const i = this.active.indexOf(s);
+    if (i >= 0) this.active.splice(i, 1);
+  }
+
+  private closed(s: PooledSocket): void {
+    this.retire(s);
+    this.all.delete(s);
+    if (this.all.size === 0) this.onEmpty();
+  }
+}
+
 /**
  * Asks the upstreams in order, starting the next one early when the previous fails (ICMP
  * unreachable, a failure answer) or after its share of the budget, while earlier ones may still
@@ -93,12 +251,12 @@ function usable(msg: Buffer, id: number): boolean {
  */
 function exchangeUdp(
   query: Buffer,
-  id: number,
   targets: Upstream[],
   deadline: number,
+  poolOf: (t: Upstream) => UpstreamPool,
 ): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
-    const sockets: dgram.Socket[] = [];
+    const cancels: (() => void)[] = [];
     const share = Math.max(1, (deadline - Date.now()) / targets.length);
     let next = 0;
     let pending = 0;
@@ -110,7 +268,7 @@ function exchangeUdp(
       done = true;
       clearTimeout(budget);
       clearTimeout(stagger);
-      for (const s of sockets) s.close();
+      for (const cancel of cancels) cancel();
       resolve(res);
     };
     const launch = () => {
@@ -126,18 +284,11 @@ function exchangeUdp(
         if (next < targets.length) launch();
         else if (pending === 0) finish(undefined);
       };
-      const s = dgram.createSocket(target.family === 6 ? "udp6" : "udp4");
-      sockets.push(s);
-      s.on("error", fail);
-      s.on("message", (msg: Buffer) => {
-        if (msg.length >= 12 && msg.readUInt16BE(0) === id) {
-          if (usable(msg, id)) finish(msg);
-          else fail();
-        }
+      const { id, cancel } = poolOf(target).exchange(query, (msg) => {
+        if (msg && usable(msg, id)) finish(msg);
+        else fail();
       });
-      // Connected, so that only the upstream's address can answer and ICMP errors reach us; a
-      // failed connect comes as an "error" event.
-      s.connect(target.port, target.host, () => s.send(query, (err) => err && fail()));
+      cancels.push(cancel);
     };
     const budget = setTimeout(() => finish(undefined), Math.max(0, deadline - Date.now()));
     launch();
@@ -146,11 +297,13 @@ function exchangeUdp(
 
 /** One upstream after the other, each with an equal share of what is left of the budget. */
 async function exchangeTcp(
-  query: Buffer,
+  clientQuery: Buffer,
   id: number,
   targets: Upstream[],
   deadline: number,
 ): Promise<Buffer | undefined> {
+  const query = Buffer.from(clientQuery);
+  query.writeUInt16BE(id, 0);
   for (let i = 0; i < targets.length; i++) {
     const left = deadline - Date.now();
     if (left <= 0) break;

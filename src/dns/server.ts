@@ -107,9 +107,10 @@ export class DnsServer {
     for (const sock of l.conns) sock.destroy();
   }
 
-  /** Detaches every sandbox. */
+  /** Detaches every sandbox and closes the sockets to upstreams. */
   close(): void {
     for (const id of [...this.listeners.keys()]) this.detach(id);
+    this.forwarder.close();
   }
 
   /** Sandboxes currently served. */

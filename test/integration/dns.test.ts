@@ -48,11 +48,14 @@ class StubUpstream {
   readonly udp = dgram.createSocket("udp4");
   readonly tcp = net.createServer((sock) => this.onTcp(sock));
   readonly seen = { udp: 0, tcp: 0 };
+  /** Source ports UDP queries came from. */
+  readonly ports = new Set<number>();
   port = 0;
 
   async start(): Promise<void> {
     this.udp.on("message", (msg, rinfo) => {
       this.seen.udp++;
+      this.ports.add(rinfo.port);
       this.udp.send(this.reply(msg), rinfo.port, rinfo.address);
     });
     this.udp.bind(0, "127.0.0.1");
@@ -261,6 +264,39 @@ describe("embedded DNS in a sandbox", () => {
     assert.deepEqual(lines((await dig(sbA, "+short", "db", "TXT")).out), []);
     assert.ok(stub.seen.udp >= before.udp + 2);
     assert.equal(stub.seen.tcp, before.tcp + 1);
+  });
+
+  test("forwarded queries in flight share a few sockets upstream, each answer to its own query", async () => {
+    // 200 queries at once, each with its own id and name, from one client socket in the sandbox.
+    const script = `
+      const dgram = require("node:dgram");
+      const s = dgram.createSocket("udp4");
+      const answers = {};
+      s.on("message", (m) => {
+        const id = m.readUInt16BE(0);
+        let off = 12, name = [];
+        while (m[off] !== 0) { name.push(m.toString("latin1", off + 1, off + 1 + m[off])); off += 1 + m[off]; }
+        answers[id] = { name: name.join("."), rcode: m[3] & 15, ancount: m.readUInt16BE(6) };
+        if (Object.keys(answers).length === 200) { console.log(JSON.stringify(answers)); s.close(); }
+      });
+      s.bind(0, "127.0.0.1", () => {
+        for (let i = 0; i < 200; i++) {
+          const labels = ["q" + i, "example"];
+          const q = Buffer.concat([Buffer.from([0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+            ...labels.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0, 0, 1, 0, 1])]);
+          q.writeUInt16BE(1000 + i, 0);
+          s.send(q, 53, "127.0.0.11");
+        }
+      });
+    `;
+    stub.ports.clear();
+    const { stdout } = await run("ip", ["netns", "exec", sbA.name, "node", "-e", script], {
+      timeout: 30_000,
+    });
+    const answers = JSON.parse(stdout) as Record<string, { name: string; rcode: number; ancount: number }>;
+    for (let i = 0; i < 200; i++)
+      assert.deepEqual(answers[1000 + i], { name: `q${i}.example`, rcode: 0, ancount: 1 });
+    assert.ok(stub.ports.size >= 1 && stub.ports.size <= 8, `${stub.ports.size} source ports`);
   });
 
   test("an upstream that refuses is skipped at once for the next one", async () => {
