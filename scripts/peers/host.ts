@@ -98,6 +98,7 @@ export const PEER_PACKAGES = [
   "iptables",
   "iperf3",
   "dnsperf",
+  "fping",
   "busybox-static",
 ];
 
