@@ -293,7 +293,7 @@ export function errorReply(query: Buffer, rcode: number): Buffer {
 }
 
 /** Offset just after the first question, or -1 if it does not fit in the message. */
-function questionEnd(msg: Buffer): number {
+export function questionEnd(msg: Buffer): number {
   let off = 12;
   for (;;) {
     if (off >= msg.length) return -1;

@@ -5,7 +5,7 @@
 import { randomFillSync } from "node:crypto";
 import dgram from "node:dgram";
 import net from "node:net";
-import { errorReply, RCODE_REFUSED, RCODE_SERVFAIL } from "./answer.js";
+import { errorReply, questionEnd, RCODE_REFUSED, RCODE_SERVFAIL } from "./answer.js";
 import { parseUpstream, type Upstream } from "./records.js";
 
 /** resolv.conf's MAXNS, which Docker also applies. */
@@ -113,13 +113,32 @@ function usable(msg: Buffer, id: number): boolean {
 type Waiter = (msg: Buffer | undefined) => void;
 
 /**
+ * Whether `answer` is to `query`'s question (ASCII case aside): on a shared socket an id alone
+ * could match a late answer to an earlier query that had the same id. Questions that cannot be
+ * delimited are not compared.
+ */
+function answersQuestion(answer: Buffer, query: Buffer): boolean {
+  const end = questionEnd(query);
+  if (end < 0) return true;
+  if (answer.length < end || answer.readUInt16BE(4) !== 1) return false;
+  for (let i = 12; i < end; i++) {
+    const a = answer[i] as number;
+    const q = query[i] as number;
+    if (a !== q && !(isLetter(a) && (a | 0x20) === (q | 0x20))) return false;
+  }
+  return true;
+}
+
+const isLetter = (c: number) => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+
+/**
  * A connected UDP socket to one upstream that several queries in flight share, each under its own
  * id. Connected, so that only the upstream's address can answer and ICMP errors reach us: an error
  * fails every query waiting on the socket (they all went to the same dead upstream) and retires it.
  */
 class PooledSocket {
   private readonly socket: dgram.Socket;
-  private readonly waiting = new Map<number, Waiter>();
+  private readonly waiting = new Map<number, { query: Buffer; w: Waiter }>();
   private backlog: Buffer[] | undefined = [];
   private idle: NodeJS.Timeout | undefined;
   sent = 0;
@@ -137,10 +156,10 @@ class PooledSocket {
     this.socket.on("message", (msg: Buffer) => {
       if (msg.length < 12) return;
       const id = msg.readUInt16BE(0);
-      const w = this.waiting.get(id);
-      if (!w) return;
+      const waiter = this.waiting.get(id);
+      if (!waiter || !answersQuestion(msg, waiter.query)) return;
       this.forget(id);
-      w(msg);
+      waiter.w(msg);
     });
     // A failed connect comes as an "error" event.
     this.socket.connect(target.port, target.host, () => {
@@ -158,7 +177,7 @@ class PooledSocket {
   send(query: Buffer, id: number, w: Waiter): void {
     clearTimeout(this.idle);
     this.sent++;
-    this.waiting.set(id, w);
+    this.waiting.set(id, { query, w });
     if (this.backlog) this.backlog.push(query);
     else this.write(query);
   }
@@ -178,7 +197,7 @@ class PooledSocket {
     this.onClose(this);
     const waiting = [...this.waiting.values()];
     this.waiting.clear();
-    for (const w of waiting) w(undefined);
+    for (const { w } of waiting) w(undefined);
   }
 
   private write(query: Buffer): void {
@@ -188,10 +207,10 @@ class PooledSocket {
   }
 
   private waiterFails(id: number): void {
-    const w = this.waiting.get(id);
-    if (!w) return;
+    const waiter = this.waiting.get(id);
+    if (!waiter) return;
     this.forget(id);
-    w(undefined);
+    waiter.w(undefined);
   }
 }
 

@@ -11,6 +11,7 @@ import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { decode, encode } from "dns-packet";
+import { Forwarder } from "../../src/dns/forward.js";
 import type { ResolverView } from "../../src/dns/records.js";
 import { DnsServer } from "../../src/dns/server.js";
 import { AF_INET, SOCK_STREAM } from "../../src/kernel/native.js";
@@ -406,5 +407,47 @@ describe("embedded DNS in a sandbox", () => {
       ["10.88.0.2"],
       "the other sandbox is unaffected",
     );
+  });
+});
+
+describe("forwarder", () => {
+  test("on a shared socket, an answer with the query's id but another question is not taken", async () => {
+    // The upstream first answers as if to an earlier query that had the same id, then properly.
+    const upstream = dgram.createSocket("udp4");
+    upstream.on("message", (msg, rinfo) => {
+      const q = decode(msg);
+      const question = q.questions?.[0] ?? { type: "A" as const, name: "." };
+      const answerTo = (name: string, data: string) =>
+        encode({
+          type: "response",
+          id: q.id ?? 0,
+          flags: 0x0180,
+          questions: [{ ...question, name }],
+          answers: [{ type: "A", name, ttl: 30, data }],
+        });
+      upstream.send(answerTo("stale.example", "192.0.2.66"), rinfo.port, rinfo.address);
+      upstream.send(answerTo(question.name.toUpperCase(), STUB_ADDRESS), rinfo.port, rinfo.address);
+    });
+    upstream.bind(0, "127.0.0.1");
+    await once(upstream, "listening");
+    const fwd = new Forwarder({ timeoutMs: 2000, maxInFlight: 16 });
+    try {
+      const query = encode({
+        type: "query",
+        id: 77,
+        flags: 0x0100,
+        questions: [{ type: "A", name: "Fresh.example" }],
+      });
+      const res = decode(await fwd.forward(query, [`127.0.0.1:${upstream.address().port}`], false));
+      assert.equal(res.id, 77);
+      assert.deepEqual(
+        res.answers?.map((a) => (a as { data: string }).data),
+        [STUB_ADDRESS],
+        "the answer to this question, its case aside",
+      );
+    } finally {
+      fwd.close();
+      upstream.close();
+    }
   });
 });
