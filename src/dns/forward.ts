@@ -30,11 +30,13 @@ export class Forwarder {
   private readonly random = Buffer.alloc(1024);
   private randomAt = this.random.length;
   private readonly pools = new Map<string, UpstreamPool>();
+  private closed = false;
 
   constructor(private readonly o: ForwarderOptions) {}
 
-  /** Closes the pooled sockets; queries still waiting on them fail over to SERVFAIL. */
+  /** Closes the pooled sockets; queries waiting on them, and any after, get SERVFAIL. */
   close(): void {
+    this.closed = true;
     for (const pool of [...this.pools.values()]) pool.close();
   }
 
@@ -45,7 +47,7 @@ export class Forwarder {
    */
   async forward(query: Buffer, upstreams: readonly string[], tcp: boolean): Promise<Buffer> {
     const targets = this.targets(upstreams);
-    if (targets.length === 0) return errorReply(query, RCODE_SERVFAIL);
+    if (targets.length === 0 || this.closed) return errorReply(query, RCODE_SERVFAIL);
     if (this.inFlight >= this.o.maxInFlight) return errorReply(query, RCODE_REFUSED);
     this.inFlight++;
     try {
@@ -76,7 +78,8 @@ export class Forwarder {
     return out;
   }
 
-  private poolOf(target: Upstream): UpstreamPool {
+  private poolOf(target: Upstream): UpstreamPool | undefined {
+    if (this.closed) return undefined;
     const key = `${target.host}|${target.port}`;
     let pool = this.pools.get(key);
     if (!pool) {
@@ -103,8 +106,8 @@ export class Forwarder {
 }
 
 /** SERVFAIL and REFUSED mean "try another server" (Docker does the same). */
-function usable(msg: Buffer, id: number): boolean {
-  if (msg.length < 12 || msg.readUInt16BE(0) !== id || !((msg[2] as number) & 0x80)) return false;
+function usable(msg: Buffer): boolean {
+  if (msg.length < 12 || !((msg[2] as number) & 0x80)) return false;
   const rcode = (msg[3] as number) & 0x0f;
   return rcode !== RCODE_SERVFAIL && rcode !== RCODE_REFUSED;
 }
@@ -226,8 +229,8 @@ class UpstreamPool {
     private readonly onEmpty: () => void,
   ) {}
 
-  /** Sends the client's `query` under an id of ours; returns that id and how to stop waiting. */
-  exchange(query: Buffer, w: Waiter): { id: number; cancel: () => void } {
+  /** Sends the client's `query` under an id of ours; returns how to stop waiting. */
+  exchange(query: Buffer, w: Waiter): () => void {
     let s: PooledSocket;
     if (this.active.length < SOCKETS_PER_UPSTREAM) {
       s = new PooledSocket(this.target, (closed) => this.closed(closed));
@@ -243,7 +246,7 @@ class UpstreamPool {
     out.writeUInt16BE(id, 0);
     s.send(out, id, w);
     if (s.sent >= QUERIES_PER_SOCKET) this.retire(s);
-    return { id, cancel: () => s.forget(id) };
+    return () => s.forget(id);
   }
 
   close(): void {
@@ -272,7 +275,7 @@ function exchangeUdp(
   query: Buffer,
   targets: Upstream[],
   deadline: number,
-  poolOf: (t: Upstream) => UpstreamPool,
+  poolOf: (t: Upstream) => UpstreamPool | undefined,
 ): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
     const cancels: (() => void)[] = [];
@@ -303,11 +306,13 @@ function exchangeUdp(
         if (next < targets.length) launch();
         else if (pending === 0) finish(undefined);
       };
-      const { id, cancel } = poolOf(target).exchange(query, (msg) => {
-        if (msg && usable(msg, id)) finish(msg);
-        else fail();
-      });
-      cancels.push(cancel);
+      const pool = poolOf(target);
+      if (!pool) {
+        fail();
+        return;
+      }
+      // The socket hands over only answers with the id it sent the query under.
+      cancels.push(pool.exchange(query, (msg) => (msg && usable(msg) ? finish(msg) : fail())));
     };
     const budget = setTimeout(() => finish(undefined), Math.max(0, deadline - Date.now()));
     launch();
@@ -327,7 +332,7 @@ async function exchangeTcp(
     const left = deadline - Date.now();
     if (left <= 0) break;
     const res = await exchangeTcpOne(query, targets[i] as Upstream, left / (targets.length - i));
-    if (res && usable(res, id)) return res;
+    if (res && usable(res) && res.readUInt16BE(0) === id) return res;
   }
   return undefined;
 }

@@ -445,6 +445,9 @@ describe("forwarder", () => {
         [STUB_ADDRESS],
         "the answer to this question, its case aside",
       );
+      fwd.close();
+      const after = decode(await fwd.forward(query, [`127.0.0.1:${upstream.address().port}`], false));
+      assert.equal((after as { rcode?: string }).rcode, "SERVFAIL", "a closed forwarder opens no socket");
     } finally {
       fwd.close();
       upstream.close();
