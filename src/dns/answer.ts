@@ -163,9 +163,9 @@ function addressBytes(address: string, length: number): Buffer {
  * The common query, answered from the raw bytes without a decode and an encode: one A or AAAA
  * question of class IN for a name of plain labels, nothing after it but an optional EDNS record
  * without options. The reply is byte for byte what `decodedAnswer` gives (names uncompressed, as
- * dns-packet writes them, so truncation cuts at the same record). Anything else, and names the
- * view does not know, are left to `decodedAnswer` (undefined) except that unknown names are
- * forwarded at once. The header checks of `answer` must have passed.
+ * dns-packet writes them, so truncation cuts at the same record); a name the view does not know is
+ * forwarded, as there. Anything else is left to `decodedAnswer` (undefined). The header checks of
+ * `answer` must have passed.
  */
 export function quickAnswer(
   query: Buffer,
