@@ -12,6 +12,18 @@ function poolOf(net: NetworkRecord, family: 4 | 6) {
   return net.pools.find((p) => p.family === family);
 }
 
+/**
+ * Docker's `Peers` of a global network: the hosts with endpoints on it, as the cluster store has
+ * them. Docker leaves the field out when there are none.
+ */
+function peersOf(ctx: EngineContext, net: NetworkRecord): { Name: string; IP: string }[] | undefined {
+  if (net.scope !== "global" || !ctx.cluster) return undefined;
+  const hosts = new Map<string, string>();
+  for (const e of ctx.cluster.endpointsOn(net.id)) hosts.set(e.host, e.hostAddr);
+  if (hosts.size === 0) return undefined;
+  return [...hosts].sort(([a], [b]) => a.localeCompare(b)).map(([Name, IP]) => ({ Name, IP }));
+}
+
 export function networkView(ctx: EngineContext, net: NetworkRecord, withContainers = true) {
   const containers: Record<string, unknown> = {};
   if (withContainers) {
@@ -26,6 +38,7 @@ export function networkView(ctx: EngineContext, net: NetworkRecord, withContaine
       };
     }
   }
+  const peers = peersOf(ctx, net);
   return {
     Name: net.name,
     Id: net.id,
@@ -52,6 +65,7 @@ export function networkView(ctx: EngineContext, net: NetworkRecord, withContaine
     Containers: containers,
     Options: net.options,
     Labels: net.labels,
+    ...(peers ? { Peers: peers } : {}),
   };
 }
 

@@ -86,6 +86,14 @@ describe("overlay networks across three hosts", () => {
     assert.ok(pings(lab, "host1", "bbox1", "bbox2.ov_net1"), "bbox1 pings bbox2.ov_net1");
   });
 
+  it("names the hosts with containers on the network as its peers", async () => {
+    const want = ["host1", "host2"].map((h) => ({ Name: h, IP: lab.host(h).addr }));
+    for (const host of ["host1", "host3"]) {
+      const r = await lab.api(host, "GET", "/networks/ov_net1");
+      assert.deepEqual((r.body as { Peers?: unknown }).Peers, want, host);
+    }
+  });
+
   it("builds VXLAN devices with the VNI, port 4789 and the underlay MTU less 50", async () => {
     const link = lab.exec("host2", ["ip", "-d", "link", "show", `ctvx${vni}`]);
     assert.equal(link.status, 0, link.stderr);
