@@ -203,6 +203,8 @@ export class Cluster {
   }
 
   private startRevision = "0";
+  /** Changes applied to the mirror so far, for views derived from it (the resolver's name index). */
+  changes = 0;
 
   /** Starts delivering changes, from right after the loaded snapshot. */
   async listen(listener: ClusterListener): Promise<void> {
@@ -215,6 +217,7 @@ export class Cluster {
   }
 
   private dispatch(kind: WatchKind, kv: IKeyValue): void {
+    this.changes++;
     try {
       const event = this.apply(kind, kv);
       if (event) event(this.listener);
@@ -387,11 +390,13 @@ export class Cluster {
       .value(JSON.stringify(e))
       .lease(await this.leaseId());
     this.endpoints.set(e.id, e);
+    this.changes++;
   }
 
   async withdrawEndpoint(e: { networkId: string; id: string }): Promise<void> {
     await this.client.delete().key(endpointKey(e.networkId, e.id));
     this.endpoints.delete(e.id);
+    this.changes++;
   }
 
   endpointsOn(networkId: string): ClusterEndpoint[] {

@@ -29,71 +29,97 @@ interface Candidate {
   ipv6?: string | undefined;
 }
 
+/** A candidate on one network, in the index under each name it answers to there. */
+interface Entry {
+  cand: Candidate;
+  networkId: string;
+}
+
 /**
- * What the embedded resolver sees, computed from the engine's records at query time, so names
- * follow connects, disconnects, stops and renames with no cache to invalidate. A sandbox id is
+ * Every name and address the resolver can answer, derived from the engine's records (and the
+ * cluster's mirror) in one pass, so that a query costs a map lookup however many containers there
+ * are. It is rebuilt on the first query after any change.
+ */
+interface NameIndex {
+  stamp: string;
+  /** lowercased `name` and `name.network` → entries, in the order of the records */
+  byName: Map<string, Entry[]>;
+  byAddress: Map<string, Entry[]>;
+  /** sandbox → the networks it shares with others (those with names) */
+  shared: Map<string, Set<string>>;
+}
+
+/**
+ * What the embedded resolver sees, derived from the engine's records, so names follow connects,
+ * disconnects, stops and renames: every change happens in an operation under the engine's lock
+ * (or in the cluster's mirror), and the index is rebuilt once either has moved on. A sandbox id is
  * the id of the container that owns the namespace.
  */
 export class EngineResolverView implements ResolverView {
   private readonly hostUpstreams = { mtimeMs: -1, checkedAt: 0, servers: [] as string[] };
   /** service id → answers given so far, which rotates its list of task addresses */
   private readonly turns = new Map<string, number>();
+  private cached: NameIndex | undefined;
 
   constructor(
     private readonly ctx: EngineContext,
     private readonly hostResolvConf = "/etc/resolv.conf",
   ) {}
 
-  /**
-   * Networks the sandbox's container shares with others, by id. The routing mesh's `ingress`
-   * network carries no names, as in Docker: its tasks find each other on their own networks.
-   */
-  private sharedNetworks(sandboxId: string): Set<string> {
-    const out = new Set<string>();
-    for (const ep of this.ctx.endpointsOf(sandboxId)) {
+  private index(): NameIndex {
+    const cluster = this.ctx.cluster;
+    const stamp = `${this.ctx.lock.generation}/${cluster ? `${cluster.nodeName}/${cluster.changes}` : ""}`;
+    if (this.cached?.stamp === stamp) return this.cached;
+    const index: NameIndex = { stamp, byName: new Map(), byAddress: new Map(), shared: new Map() };
+    for (const ep of this.ctx.endpoints.values()) {
       const net = this.ctx.networks.get(ep.networkId);
-      if (hasEmbeddedDns(net) && !isIngress(net)) out.add(ep.networkId);
+      // The routing mesh's `ingress` network carries no names, as in Docker: its tasks find each
+      // other on their own networks.
+      if (!hasEmbeddedDns(net) || isIngress(net)) continue;
+      const nets = index.shared.get(ep.containerId) ?? new Set<string>();
+      index.shared.set(ep.containerId, nets.add(net.id));
+      const c = this.ctx.containers.get(ep.containerId);
+      if (c && c.state.status === "running") add(index, local(ep, c, net), net.id);
     }
-    return out;
+    if (cluster)
+      for (const e of cluster.endpoints.values()) {
+        if (e.host === cluster.nodeName) continue;
+        const net = this.ctx.networks.get(e.networkId);
+        if (!net) continue;
+        const cand = {
+          names: [e.containerName, shortId(e.containerId), ...e.aliases],
+          containerName: e.containerName,
+          net,
+          ipv4: e.ipv4,
+          ipv6: e.ipv6,
+        };
+        add(index, cand, net.id);
+      }
+    this.cached = index;
+    return index;
   }
 
-  private *candidates(sandboxId: string): Generator<Candidate> {
-    const shared = this.sharedNetworks(sandboxId);
-    if (shared.size === 0) return;
-    for (const ep of this.ctx.endpoints.values()) {
-      if (!shared.has(ep.networkId)) continue;
-      const c = this.ctx.containers.get(ep.containerId);
-      const net = this.ctx.networks.get(ep.networkId);
-      if (c && net && c.state.status === "running") yield local(ep, c, net);
-    }
-    const cluster = this.ctx.cluster;
-    if (!cluster) return;
-    for (const e of cluster.endpoints.values()) {
-      if (e.host === cluster.nodeName || !shared.has(e.networkId)) continue;
-      const net = this.ctx.networks.get(e.networkId);
-      if (!net) continue;
-      yield {
-        names: [e.containerName, shortId(e.containerId), ...e.aliases],
-        containerName: e.containerName,
-        net,
-        ipv4: e.ipv4,
-        ipv6: e.ipv6,
-      };
-    }
+  /** The index's entries under `key` on the networks `sandboxId` shares; undefined for none. */
+  private visible(sandboxId: string, map: "byName" | "byAddress", key: string): Entry[] | undefined {
+    const index = this.index();
+    const shared = index.shared.get(sandboxId);
+    const entries = shared && index[map].get(key);
+    if (!shared || !entries) return undefined;
+    const out = entries.filter((e) => shared.has(e.networkId));
+    return out.length > 0 ? out : undefined;
   }
 
   lookup(sandboxId: string, name: string, family: 4 | 6): string[] | undefined {
     const service = this.serviceLookup(sandboxId, name, family);
     if (service) return service;
-    let known = false;
+    const entries = this.visible(sandboxId, "byName", name.toLowerCase());
+    if (!entries) return undefined;
     const out: string[] = [];
-    for (const cand of this.candidates(sandboxId)) {
-      if (!matches(name, cand)) continue;
-      known = true;
+    for (const { cand } of entries) {
       const address = family === 4 ? cand.ipv4 : cand.ipv6;
       if (address && !out.includes(address)) out.push(address);
     }
-    return known ? out : undefined;
+    return out;
   }
 
   /**
@@ -109,8 +135,8 @@ export class EngineResolverView implements ResolverView {
     const wanted = tasksOnly ? lower.slice("tasks.".length) : lower;
     const service = [...cluster.services.values()].find((s) => s.name.toLowerCase() === wanted);
     if (!service) return undefined;
-    const shared = this.sharedNetworks(sandboxId);
-    const nets = service.networks.filter((id) => shared.has(id));
+    const shared = this.index().shared.get(sandboxId);
+    const nets = service.networks.filter((id) => shared?.has(id));
     if (nets.length === 0) return undefined;
     if (family === 6) return [];
     if (!tasksOnly && service.endpointMode === "vip")
@@ -136,10 +162,8 @@ export class EngineResolverView implements ResolverView {
   }
 
   reverse(sandboxId: string, address: string): string | undefined {
-    for (const cand of this.candidates(sandboxId)) {
-      if (cand.ipv4 === address || cand.ipv6 === address) return `${cand.containerName}.${cand.net.name}`;
-    }
-    return undefined;
+    const first = this.visible(sandboxId, "byAddress", address)?.[0];
+    return first && `${first.cand.containerName}.${first.cand.net.name}`;
   }
 
   /**
@@ -184,12 +208,20 @@ const local = (ep: EndpointRecord, c: ContainerRecord, net: NetworkRecord): Cand
   ipv6: ep.ipv6,
 });
 
-function matches(name: string, cand: Candidate): boolean {
-  const lower = name.toLowerCase();
+function push(map: Map<string, Entry[]>, key: string, entry: Entry): void {
+  const list = map.get(key);
+  if (!list) map.set(key, [entry]);
+  else if (list.at(-1) !== entry) list.push(entry);
+}
+
+/** Files a candidate under its names, each alone and followed by its network's name, and its addresses. */
+function add(index: NameIndex, cand: Candidate, networkId: string): void {
+  const entry = { cand, networkId };
   const netName = cand.net.name.toLowerCase();
   for (const n of cand.names) {
     const l = n.toLowerCase();
-    if (lower === l || lower === `${l}.${netName}`) return true;
+    push(index.byName, l, entry);
+    push(index.byName, `${l}.${netName}`, entry);
   }
-  return false;
+  for (const address of [cand.ipv4, cand.ipv6]) if (address) push(index.byAddress, address, entry);
 }

@@ -5,9 +5,21 @@
  */
 export class Lock {
   private tail: Promise<unknown> = Promise.resolve();
+  /**
+   * Operations finished so far. Every change to the records happens inside one, so what was
+   * derived from them (the resolver's name index) is current while this number stays the same.
+   */
+  generation = 0;
 
   run<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(fn, fn);
+    const op = async () => {
+      try {
+        return await fn();
+      } finally {
+        this.generation++;
+      }
+    };
+    const result = this.tail.then(op, op);
     this.tail = result.catch(() => undefined);
     return result;
   }

@@ -77,6 +77,16 @@ describe("embedded DNS", () => {
     assert.doesNotMatch(after, new RegExp(`${(want[1] ?? "").replaceAll(".", "\\.")}\\b`));
   });
 
+  it("follows a rename at once, reverse lookups too", () => {
+    d.ok(["run", "-d", "--net", "petsBridge", "--name", "cache", "sleep", "1000"]);
+    const ip = ipOf("cache", "petsBridge");
+    assert.equal(d.exec("web", ["getent", "hosts", "cache"]).stdout.trim().split(/\s+/)[0], ip);
+    d.ok(["rename", "cache", "memo"]);
+    assert.notEqual(d.exec("web", ["getent", "hosts", "cache"]).status, 0);
+    assert.equal(d.exec("web", ["getent", "hosts", "memo"]).stdout.trim().split(/\s+/)[0], ip);
+    assert.match(d.exec("web", ["busybox", "nslookup", ip, "127.0.0.11"]).stdout, /memo\.petsBridge/);
+  });
+
   it("keeps Docker's behaviour on the default bridge: no embedded DNS", () => {
     d.ok(["run", "-d", "--name", "plain", "sleep", "1000"]);
     assert.doesNotMatch(d.exec("plain", ["cat", "/etc/resolv.conf"]).stdout, /127\.0\.0\.11/);
