@@ -56,7 +56,7 @@ const OPTIONS = {
   "peer-dns-rounds": { type: "string", default: "3" },
   "peer-dns-rate": { type: "string", default: "10000" },
   "peer-iperf-seconds": { type: "string", default: "5" },
-  "peer-iperf-rounds": { type: "string", default: "3" },
+  "peer-iperf-rounds": { type: "string", default: "5" },
   "peer-multi-hosts": { type: "string", default: "3" },
   "peer-multi-rounds": { type: "string", default: "30" },
   "cluster-hosts": { type: "string", default: "3,10" },
