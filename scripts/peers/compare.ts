@@ -50,6 +50,7 @@ export function ratioInterval(
 }
 
 export interface FigureCheck {
+  group: string;
   row: string;
   system: SystemId;
   unit: Row["unit"];
@@ -100,6 +101,7 @@ export function compareRuns(a: PeersResult, b: PeersResult): Comparison {
       const y = ib.get(system);
       if (!y) continue;
       figures.push({
+        group: rowA.group,
         row: rowA.name,
         system,
         unit: rowA.unit,
@@ -127,12 +129,46 @@ export function compareRuns(a: PeersResult, b: PeersResult): Comparison {
 const num = (x: number) => String(Math.abs(x) >= 100 ? Math.round(x) : round(x, 2));
 const pct = (x: number) => `${x >= 0 ? "+" : ""}${Math.round(100 * x)} %`;
 
+/**
+ * How far the machine moved between the runs, workload by workload: the median slow-down of B
+ * against A over every figure in it, whichever system's (a time that grew, a rate that fell).
+ * Interleaving makes the systems share it, so it cancels in the ratios but not in the figures.
+ */
+export function drift(c: Comparison): { group: string; median: number; lo: number; hi: number; n: number }[] {
+  const groups = [...new Set(c.figures.map((f) => f.group))];
+  return groups.map((group) => {
+    // Oriented so that above 0 is slower in B, for times and rates alike.
+    const changes = c.figures
+      .filter((f) => f.group === group && f.a.median > 0 && f.b.median > 0)
+      .map((f) => (f.unit === "ms" ? f.b.median / f.a.median : f.a.median / f.b.median) - 1)
+      .sort((x, y) => x - y);
+    return {
+      group,
+      median: quantile(changes, 0.5),
+      lo: changes[0] ?? 0,
+      hi: changes.at(-1) ?? 0,
+      n: changes.length,
+    };
+  });
+}
+
 export function comparisonMarkdown(c: Comparison, labels: Record<string, string>): string {
   const label = (id: string) => labels[id] ?? id;
   const agreeing = c.figures.filter((f) => f.agrees).length;
   const ratiosAgreeing = c.ratios.filter((r) => r.agrees).length;
+  const off = c.ratios.filter((r) => !r.agrees);
   const lines = [
-    `Run A of ${c.a.slice(0, 16).replace("T", " ")} against run B of ${c.b.slice(0, 16).replace("T", " ")} (UTC): **${agreeing} of ${c.figures.length} figures and ${ratiosAgreeing} of ${c.ratios.length} ratios ctnet/peer agree within the noise each run measured.** A figure is a median with its 95 % confidence interval (from its samples, by order statistics; their range below 6 samples); figures agree when the intervals overlap, ratios when the intervals of ctnet's figure over the peer's overlap.`,
+    `Run A of ${c.a.slice(0, 16).replace("T", " ")} against run B of ${c.b.slice(0, 16).replace("T", " ")} (UTC): **${ratiosAgreeing} of ${c.ratios.length} ratios ctnet/peer and ${agreeing} of ${c.figures.length} figures agree within the noise each run measured.** A figure is a median with its 95 % confidence interval (from its samples, by order statistics; their range below 6 samples); figures agree when the intervals overlap, ratios when the intervals of ctnet's figure over the peer's overlap.`,
+    "",
+    off.length === 0
+      ? "Every ratio ctnet/peer agrees."
+      : `Ratios that do not agree: ${off.map((r) => `${r.row}, ctnet/${label(r.peer)} ${round(r.a, 2)} → ${round(r.b, 2)}`).join("; ")}.`,
+    "",
+    "Between the runs the machine itself moved. Per workload, how much slower run B was than run A over every figure in it (all systems: a time that grew or a rate that fell counts as slower; median and range) — the systems ran interleaved, so this drift cancels in the ratios but not in the figures:",
+    "",
+    "| workload | figures | B slower than A: median [range] |",
+    "|---|---|---|",
+    ...drift(c).map((d) => `| ${d.group} | ${d.n} | ${pct(d.median)} [${pct(d.lo)}, ${pct(d.hi)}] |`),
     "",
     "| workload | system | unit | run A: median [95 % interval] | run B | B/A | agrees |",
     "|---|---|---|---|---|---|---|",
@@ -141,13 +177,6 @@ export function comparisonMarkdown(c: Comparison, labels: Record<string, string>
         `| ${f.row} | ${label(f.system)} | ${f.unit} | ${num(f.a.median)} [${num(f.a.lo)}, ${num(f.a.hi)}] | ${num(f.b.median)} [${num(f.b.lo)}, ${num(f.b.hi)}] | ${pct(f.change)} | ${f.agrees ? "yes" : "**no**"} |`,
     ),
   ];
-  const off = c.ratios.filter((r) => !r.agrees);
-  lines.push(
-    "",
-    off.length === 0
-      ? "Every ratio ctnet/peer agrees."
-      : `Ratios that do not agree: ${off.map((r) => `${r.row}, ctnet/${label(r.peer)} ${round(r.a, 2)} → ${round(r.b, 2)}`).join("; ")}.`,
-  );
   return lines.join("\n");
 }
 

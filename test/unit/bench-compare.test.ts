@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { compareRuns, medianInterval, ratioInterval } from "../../scripts/peers/compare.js";
+import { compareRuns, drift, medianInterval, ratioInterval } from "../../scripts/peers/compare.js";
 import type { PeersResult } from "../../scripts/peers/report.js";
 import type { Row } from "../../scripts/peers/workloads.js";
 
@@ -57,5 +57,18 @@ describe("rerun comparison of the peer benchmarks", () => {
       ],
     );
     assert.equal(slower.ratios[0]?.agrees, false);
+  });
+
+  it("measures the machine's drift as a slow-down, for times and rates alike", () => {
+    const times = run("2026-01-01T00:00", { ctnet: [10, 10, 10], docker: [100, 100, 100] });
+    const slower = run("2026-01-02T00:00", { ctnet: [12, 12, 12], docker: [120, 120, 120] });
+    assert.equal(Math.round(100 * (drift(compareRuns(times, slower))[0]?.median ?? 0)), 20);
+    const rates = (xs: Row["samples"]) => {
+      const r = run("2026-01-01T00:00", xs);
+      (r.rows[0] as Row).unit = "Gbit/s";
+      return r;
+    };
+    const d = drift(compareRuns(rates({ ctnet: [10, 10, 10] }), rates({ ctnet: [8, 8, 8] })));
+    assert.equal(Math.round(100 * (d[0]?.median ?? 0)), 25);
   });
 });
