@@ -219,17 +219,19 @@ describe("answer", () => {
   });
 });
 
+/** An EDNS record without options, as clients send it. */
+const OPT = {
+  type: "OPT" as const,
+  name: ".",
+  udpPayloadSize: 1232,
+  extendedRcode: 0,
+  ednsVersion: 0,
+  flags: 0,
+  flag_do: false,
+  options: [],
+};
+
 describe("quickAnswer (the fast path)", () => {
-  const OPT = {
-    type: "OPT" as const,
-    name: ".",
-    udpPayloadSize: 1232,
-    extendedRcode: 0,
-    ednsVersion: 0,
-    flags: 0,
-    flag_do: false,
-    options: [],
-  };
   const many = Array.from({ length: 60 }, (_, i) => `10.0.${i >> 8}.${i & 255}`);
   const v = new FakeView({
     ...{
@@ -392,18 +394,7 @@ describe("errorReply", () => {
     // With an EDNS record after the question, which the reply must not count.
     const opt = encode({
       type: "query",
-      additionals: [
-        {
-          type: "OPT",
-          name: ".",
-          udpPayloadSize: 1232,
-          extendedRcode: 0,
-          ednsVersion: 0,
-          flags: 0,
-          flag_do: false,
-          options: [],
-        },
-      ],
+      additionals: [OPT],
     }).subarray(12);
     const q = Buffer.concat([plain, opt]);
     q.writeUInt16BE(1, 10);
