@@ -57,7 +57,7 @@ interface Node {
 interface Cluster {
   readonly id: SystemId;
   readonly nodes: Node[];
-  /** The overlay's subnet; each round's address comes from its second half. */
+  /** The overlay's /16 (its first two octets); each round takes a fresh address past its first /24, the pingers'. */
   readonly subnet: [number, number];
 }
 
