@@ -399,6 +399,12 @@ export class Cluster {
     this.changes++;
   }
 
+  /** The global networks as the store has them now, which can be ahead of the watch. */
+  async readNetworks(): Promise<NetworkRecord[]> {
+    const res = await this.client.getAll().prefix(NETWORKS).exec();
+    return res.kvs.map((kv) => parse<NetworkRecord>(kv));
+  }
+
   endpointsOn(networkId: string): ClusterEndpoint[] {
     return [...this.endpoints.values()].filter((e) => e.networkId === networkId);
   }

@@ -216,6 +216,7 @@ export class Containers {
         ? this.freeName(req.name)
         : randomName((n) => [...ctx.containers.values()].some((c) => c.name === n));
       const id = newId();
+      await this.networks.catchUp(networkRefs(req));
       const { mode, attachments } = this.resolveNetworking(req);
       if (mode.kind === "container" && req.hostname) {
         throw new InvalidParameterError("conflicting options: hostname and the network mode");
@@ -267,11 +268,8 @@ export class Containers {
     mode: NetworkMode;
     attachments: AttachmentConfig[];
   } {
-    const text = req.networkMode === "" || req.networkMode === "default" ? "bridge" : req.networkMode;
-    // Docker's CLI names the default network "default" in EndpointsConfig as in NetworkMode.
-    const entries = Object.entries(req.endpoints).map(
-      ([ref, r]) => [ref === "default" ? "bridge" : ref, r] as const,
-    );
+    const text = modeText(req);
+    const entries = endpointEntries(req);
     if (text === "host" || text === "none" || text.startsWith("container:")) {
       const extra = entries.filter(([ref]) => ref !== text);
       if (extra.length > 0) {
@@ -513,6 +511,7 @@ export class Containers {
 
   connect(netRef: string, containerRef: string, r: EndpointRequest): Promise<void> {
     return this.ctx.lock.run(async () => {
+      await this.networks.catchUp([netRef]);
       const net = this.networks.find(netRef);
       const c = this.find(containerRef);
       if (c.networkMode.kind !== "bridge") {
@@ -1023,4 +1022,18 @@ const MAX_CLAIM_ATTEMPTS = 256;
 
 function poolOf(net: NetworkRecord, address: string): string {
   return net.pools.find((p) => subnetContains(p.subnet, address))?.subnet ?? "";
+}
+
+const modeText = (req: ContainerCreateRequest) =>
+  req.networkMode === "" || req.networkMode === "default" ? "bridge" : req.networkMode;
+
+/** Docker's CLI names the default network "default" in EndpointsConfig as in NetworkMode. */
+const endpointEntries = (req: ContainerCreateRequest) =>
+  Object.entries(req.endpoints).map(([ref, r]) => [ref === "default" ? "bridge" : ref, r] as const);
+
+/** The networks a create request names. */
+function networkRefs(req: ContainerCreateRequest): string[] {
+  const text = modeText(req);
+  const special = text === "host" || text === "none" || text.startsWith("container:");
+  return [...(special ? [] : [text]), ...endpointEntries(req).map(([ref]) => ref)];
 }

@@ -340,6 +340,16 @@ export class Networks {
     return net;
   }
 
+  /**
+   * A global network created on another host a moment ago may not have reached this host's watch
+   * yet: before a reference to it is refused as unknown, the store is asked once.
+   */
+  async catchUp(refs: string[]): Promise<void> {
+    const cluster = this.ctx.cluster;
+    if (!cluster || refs.every((r) => this.tryFind(r))) return;
+    for (const net of await cluster.readNetworks()) this.adoptGlobal(net);
+  }
+
   /** Adds a global network from the cluster to this host's view (idempotent). */
   adoptGlobal(net: NetworkRecord): void {
     if (this.ctx.networks.has(net.id)) return;

@@ -207,6 +207,27 @@ describe("overlay networks across three hosts", () => {
       for (let i = 0; i < 4; i++) lab.ok(host, ["rm", "-f", `c-${host}-${i}`]);
   });
 
+  it("lets another host use a network the moment its create returned", async () => {
+    for (let i = 0; i < 5; i++) {
+      const net = `ov_new${i}`;
+      const made = await lab.api("host1", "POST", "/networks/create", { Name: net, Driver: "overlay" });
+      assert.equal(made.status, 201, made.text);
+      // No wait for host3's watch: the create reads the store when the name is not known yet.
+      const create = await lab.api("host3", "POST", `/containers/create?name=c-${net}`, {
+        Cmd: ["sleep", "1000"],
+        HostConfig: { NetworkMode: net },
+      });
+      assert.equal(create.status, 201, create.text);
+      lab.ok("host3", ["rm", "-f", `c-${net}`]);
+      lab.ok("host1", ["network", "rm", net]);
+    }
+    const unknown = await lab.api("host3", "POST", "/containers/create?name=c-none", {
+      Cmd: ["sleep", "1000"],
+      HostConfig: { NetworkMode: "ov_never_made" },
+    });
+    assert.equal(unknown.status, 404, unknown.text);
+  });
+
   it("forgets a failed host's containers within the lease time, and takes them back when it returns", async () => {
     const b2 = (await inspect(lab, "host2", "bbox2")).NetworkSettings.Networks.ov_net1?.MacAddress ?? "";
     lab.stop("host2");
